@@ -1,0 +1,44 @@
+# mmkit - convenience targets wrapping CMake.  See README.md.
+#   make bench        build (release) + mmkit features + every seed comparison
+#   make bench-full   the same with the complete benchmark grids
+#   make test         build + every test (ctest)
+#   make test-asan    every test under ASan+UBSan
+#   make install PREFIX=/usr/local
+BUILD    ?= build
+ASAN     ?= build-asan
+PREFIX   ?= /usr/local
+JOBS     ?= $(shell nproc)
+CMAKE_FLAGS ?=
+
+.PHONY: all deps build bench bench-full test test-asan install clean
+
+all: build
+
+deps-%:
+	@scripts/deps.sh build $*
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) >/dev/null
+
+build: deps-build $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j$(JOBS)
+
+bench: deps-bench build
+	@bench/run.sh $(BUILD)
+
+bench-full: deps-bench build
+	@MMK_BENCH_MODE=full bench/run.sh $(BUILD)
+
+test: deps-test build
+	ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS)
+
+test-asan: deps-asan
+	cmake -S . -B $(ASAN) -DCMAKE_BUILD_TYPE=Debug -DMMK_SANITIZE=ON -DMMK_BUILD_BENCH=OFF $(CMAKE_FLAGS) >/dev/null
+	cmake --build $(ASAN) -j$(JOBS)
+	MMK_TEST_SCALE=$${MMK_TEST_SCALE:-0.3} ctest --test-dir $(ASAN) --output-on-failure -j$(JOBS)
+
+install: build
+	cmake --install $(BUILD) --prefix $(PREFIX)
+
+clean:
+	rm -rf $(BUILD) $(ASAN)

@@ -1,0 +1,45 @@
+/*
+ * sys/state.h - the one place mmkit keeps process-wide mutable state.
+ *
+ * Invariant: mmkit keeps NO mutable state in its own .data/.bss except the
+ * pointer to this block, which a constructor sets before main() and never
+ * changes.  The block lives in anonymous memory registered as mmkit's own
+ * (MMK__MAP_SELF), so a process-wide snapshot never rolls it back: a restore
+ * cannot make mmkit forget a descriptor it opened or a context it saved.
+ * Subsystems add their fields here rather than using static variables.
+ */
+#ifndef MMK_SYS_STATE_H
+#define MMK_SYS_STATE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include "sys/sys.h"
+#include <mmkit/features.h>
+
+#define MMK__SELF_MAX 1024
+
+typedef struct mmk__state {
+	/* features probe (probe.c) */
+	pthread_once_t probe_once;
+	mmk_features features;
+
+	/* cached descriptors (pagemap.c, maps.c), re-opened after fork */
+	_Atomic int pagemap_fd;
+	_Atomic pid_t pagemap_pid;
+	int maps_fd;
+	pid_t maps_pid;
+
+	/* mmkit's own anonymous memory (self.c) */
+	pthread_mutex_t self_lock;
+	size_t self_n;
+	struct { uintptr_t start, end; } self[MMK__SELF_MAX];
+	const char *self_path; /* libmmkit.so path, or NULL when linked statically */
+	char self_path_buf[256];
+
+	/* subsystem singletons */
+	void *mmcontext;       /* snapshot/mmcontext.c */
+} mmk__state;
+
+MMK_HIDDEN mmk__state *mmk__st(void);
+
+#endif

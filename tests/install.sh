@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# tests/install.sh TOOL SRCDIR BUILDDIR - cmake --install to a scratch
+# prefix, then build and run a program outside the tree with pkg-config only.
+set -euo pipefail
+tool=$1 src=$2 build=$3
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cmake --install "$build" --prefix "$tmp/prefix" >/dev/null
+for f in include/mmkit.h include/mmkit/common.h bin/mmkit; do
+  [ -e "$tmp/prefix/$f" ] || { echo "missing $f after install"; exit 1; }
+done
+libdir=$(ls -d "$tmp"/prefix/lib* | head -1)
+[ -e "$libdir/libmmkit.a" ] || { echo "missing static library"; exit 1; }
+so=$(readlink -f "$libdir/libmmkit.so")
+soname=$(objdump -p "$so" | awk '/SONAME/ {print $2}')
+[ "$soname" = libmmkit.so.0 ] || { echo "bad soname '$soname'"; exit 1; }
+if command -v scdoc >/dev/null; then
+  [ -e "$tmp/prefix/share/man/man1/mmkit.1" ] || { echo "missing man page"; exit 1; }
+fi
+cat >"$tmp/prog.c" <<'C'
+#include <mmkit.h>
+#include <stdio.h>
+int main(void)
+{
+	const mmk_features *f = mmk_features_get();
+	printf("kernel %s version %s\n", f->kernel_release, mmk_version());
+	return f->page_size ? 0 : 1;
+}
+C
+export PKG_CONFIG_PATH="$libdir/pkgconfig"
+cc -std=c11 -Wall -Wextra -Werror "$tmp/prog.c" -o "$tmp/prog" $(pkg-config --cflags --libs mmkit)
+LD_LIBRARY_PATH="$libdir" "$tmp/prog" | grep -q '^kernel '
+# the installed library is the shared one (the program is not static)
+LD_LIBRARY_PATH="$libdir" ldd "$tmp/prog" | grep -q 'libmmkit.so.0'
+echo "install + pkg-config OK"

@@ -12,6 +12,7 @@
 
 #include <mmkit/common.h>
 #include <mmkit/features.h>
+#include <mmkit/sfork.h>
 #if __has_include(<mmkit/pagetab.h>)
 #include <mmkit/pagetab.h>
 #endif

@@ -3,6 +3,7 @@
 #   make bench-full   the same with the complete benchmark grids
 #   make test         build + every test (ctest)
 #   make test-asan    every test under ASan+UBSan
+#   make test-kernels the unit tests inside QEMU on Linux 5.10, 6.1 and 6.12
 #   make install PREFIX=/usr/local
 BUILD    ?= build
 ASAN     ?= build-asan
@@ -10,7 +11,7 @@ PREFIX   ?= /usr/local
 JOBS     ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build bench bench-full test test-asan install clean
+.PHONY: all deps build bench bench-full test test-asan test-kernels install clean
 
 all: build
 
@@ -36,6 +37,11 @@ test-asan: deps-asan
 	cmake -S . -B $(ASAN) -DCMAKE_BUILD_TYPE=Debug -DMMK_SANITIZE=ON -DMMK_BUILD_BENCH=OFF $(CMAKE_FLAGS) >/dev/null
 	cmake --build $(ASAN) -j$(JOBS)
 	MMK_TEST_SCALE=$${MMK_TEST_SCALE:-0.3} ctest --test-dir $(ASAN) --output-on-failure -j$(JOBS)
+
+# Kernel packages and QEMU missing: fails unless MMK_ALLOW_NO_KERNELS=1.
+test-kernels: deps-test build
+	@scripts/deps.sh kernels || echo "test-kernels: could not install the 'kernels' package group" >&2
+	@scripts/kernels/run.sh $(BUILD)
 
 install: build
 	cmake --install $(BUILD) --prefix $(PREFIX)

@@ -2,7 +2,7 @@
 # scripts/deps.sh GROUP... - make sure the Debian packages a make target needs
 # are installed.  As root: `apt-get install -y` only the missing ones (after
 # one `apt-get update`).  As non-root: print the exact command and fail.
-# Groups: build test bench asan.
+# Groups: build test bench asan kernels.
 set -euo pipefail
 
 declare -A PKGS=(
@@ -10,6 +10,7 @@ declare -A PKGS=(
   [test]="libcmocka-dev"
   [asan]="libcmocka-dev"
   [bench]=""
+  [kernels]="libcmocka-dev qemu-system-x86 busybox-static cpio"
 )
 
 want=()

@@ -1,0 +1,123 @@
+#!/bin/sh
+# scripts/kernels/guest-init.sh - /init of the test initramfs (busybox sh).
+#
+# Runs `mmkit features` and every test program in /mmk/tests, first as root,
+# then as the unprivileged user `mmk` (uid 1000, via su), and writes one
+# marker line per result to the SECOND serial port (/dev/ttyS1), which
+# carries nothing else: kernel messages on the console (ttyS0) can never
+# split a marker.  The host decides pass/fail only from these markers; the
+# last one, DONE, repeats the nonce given on the kernel command line, so a
+# hang, panic or time-out (no DONE) is a failure, never a pass.  Then the
+# guest powers off (QEMU exits 0 whatever happened, hence the markers).
+#
+# Kernel command line: mmk.nonce=N mmk.scale=S mmk.timeout=SECS (per program)
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mkdir -p /dev/pts /dev/shm
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+mount -t tmpfs -o mode=1777 tmpfs /dev/shm
+exec </dev/console >/dev/console 2>&1
+
+nonce=0 scale=0.1 ptimeout=600
+for a in $(cat /proc/cmdline); do
+	case "$a" in
+	mmk.nonce=*) nonce=${a#mmk.nonce=} ;;
+	mmk.scale=*) scale=${a#mmk.scale=} ;;
+	mmk.timeout=*) ptimeout=${a#mmk.timeout=} ;;
+	esac
+done
+
+exec 3>/dev/ttyS1
+M="@@MMK@@"
+mark() { echo "$M $*" >&3; }
+now() { cut -d' ' -f1 /proc/uptime; }
+
+mark "BEGIN nonce=$nonce kernel=$(uname -r) cpus=$(nproc) scale=$scale uptime=$(now)"
+mark "SYSCTL unprivileged_userfaultfd=$(cat /proc/sys/vm/unprivileged_userfaultfd 2>/dev/null || echo none) perf_event_paranoid=$(cat /proc/sys/kernel/perf_event_paranoid 2>/dev/null || echo none) dev_userfaultfd=$([ -e /dev/userfaultfd ] && echo yes || echo no)"
+
+export MMK_TEST_SCALE=$scale
+export MMKIT_TOOL=/mmk/bin/mmkit
+mkdir -p /tmp/root /tmp/user
+chown 1000:1000 /tmp/user
+
+# Passes: root; user (uid 1000, no capabilities); and, where the kernel lets
+# unprivileged processes open a full userfaultfd (vm.unprivileged_userfaultfd
+# = 1, the default of Debian 11's 5.10), user-uffd0: the same user with the
+# sysctl at 0, the hardened setting, under which a pre-5.11 kernel (no
+# UFFD_USER_MODE_ONLY) gives an unprivileged process no userfaultfd at all.
+passes="root user"
+[ "$(cat /proc/sys/vm/unprivileged_userfaultfd 2>/dev/null)" = 1 ] && passes="$passes user-uffd0"
+uffd_sysctl=$(cat /proc/sys/vm/unprivileged_userfaultfd 2>/dev/null)
+setpass() {
+	[ -n "$uffd_sysctl" ] || return 0
+	if [ "$1" = user-uffd0 ]; then echo 0; else echo "$uffd_sysctl"; fi >/proc/sys/vm/unprivileged_userfaultfd
+}
+
+# as WHO (root|user|user-uffd0) in a fresh working dir: run "$@" with a time
+# limit, output to the console and to $out; exit status in $out.rc
+as() {
+	who=$1 out=$2
+	shift 2
+	if [ "$who" = root ]; then
+		(cd /tmp/root && timeout "$ptimeout" "$@"; echo $? >"$out.rc") 2>&1 | tee "$out"
+	else
+		# su as root asks no password; the command line is re-parsed by sh
+		(cd /tmp/user && timeout "$ptimeout" su -s /bin/sh mmk -c "cd /tmp/user && MMK_TEST_SCALE=$scale MMKIT_TOOL=$MMKIT_TOOL $*"; echo $? >"$out.rc") 2>&1 | tee "$out"
+	fi
+}
+
+for who in $passes; do
+	setpass "$who"
+	echo "==== mmkit features ($who)"
+	as "$who" /tmp/feat-$who.txt /mmk/bin/mmkit features
+	as "$who" /tmp/feat-$who.json /mmk/bin/mmkit features --json >/dev/null
+	# one marker per feature: name present value
+	sed -n 's/.*"name": "\([^"]*\)", "present": \([a-z]*\), "value": "\([^"]*\)".*/\1 \2 \3/p' \
+		/tmp/feat-$who.json | while read -r name present value; do
+		mark "FEATURE who=$who name=$name present=$present value=${value:--}"
+	done
+	sed -n 's/.*"name": "\([^"]*\)", "present": false,.*"fallback": "\([^"]*\)".*/\1 \2/p' \
+		/tmp/feat-$who.json | while read -r name text; do
+		mark "FALLBACK who=$who name=$name text=$text"
+	done
+	mark "FEATURES-DONE who=$who rc=$(cat /tmp/feat-$who.json.rc) uid=$(as "$who" /tmp/id-$who id -u)"
+done
+
+for t in /mmk/tests/*; do
+	[ -x "$t" ] || continue
+	name=${t##*/}
+	for who in $passes; do
+		setpass "$who"
+		echo "==== $name ($who, MMK_TEST_SCALE=$scale)"
+		log=/tmp/$name.$who.log
+		t0=$(now)
+		as "$who" "$log" "$t"
+		t1=$(now)
+		rc=$(cat "$log.rc")
+		run=$(sed -n 's/.*\[==========\] \([0-9]*\) test(s) run\..*/\1/p' "$log" | tail -n1)
+		pass=$(sed -n 's/.*\[  PASSED  \] \([0-9]*\) test(s)\..*/\1/p' "$log" | tail -n1)
+		skip=$(sed -n 's/.*\[  SKIPPED \] \([0-9]*\) test(s).*/\1/p' "$log" | tail -n1)
+		fail=$(sed -n 's/.*\[  FAILED  \] \([0-9]*\) test(s).*/\1/p' "$log" | tail -n1)
+		mark "TEST name=$name who=$who rc=$rc run=${run:--} passed=${pass:-0} skipped=${skip:-0} failed=${fail:-0} t0=$t0 t1=$t1"
+		# skipped test names and reasons, backend announcements
+		sed -n 's/.*\[  SKIPPED \] \([a-zA-Z0-9_]*\)$/\1/p' "$log" | sort -u | while read -r s; do
+			mark "SKIPPED name=$name who=$who test=$s"
+		done
+		sed -n 's/^# SKIP: *//p' "$log" | sort -u | while read -r r; do
+			mark "SKIP-REASON name=$name who=$who reason=$r"
+		done
+		sed -n 's/^# [Bb][Aa][Cc][Kk][Ee][Nn][Dd]:* *//p' "$log" | sort -u | while read -r b; do
+			mark "BACKEND name=$name who=$who backend=$b"
+		done
+	done
+done
+
+setpass root
+mark "PASSES $passes"
+mark "DONE nonce=$nonce uptime=$(now)"
+exec 3>&-   # close waits until the UART has sent everything
+sync
+sleep 1
+poweroff -f

@@ -11,6 +11,7 @@
 # guest powers off (QEMU exits 0 whatever happened, hence the markers).
 #
 # Kernel command line: mmk.nonce=N mmk.scale=S mmk.timeout=SECS (per program)
+# [mmk.seed=N] (MMK_TEST_SEED, to replay a randomized run)
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -26,6 +27,7 @@ for a in $(cat /proc/cmdline); do
 	mmk.nonce=*) nonce=${a#mmk.nonce=} ;;
 	mmk.scale=*) scale=${a#mmk.scale=} ;;
 	mmk.timeout=*) ptimeout=${a#mmk.timeout=} ;;
+	mmk.seed=*) export MMK_TEST_SEED=${a#mmk.seed=} ;;
 	esac
 done
 
@@ -55,16 +57,17 @@ setpass() {
 	if [ "$1" = user-uffd0 ]; then echo 0; else echo "$uffd_sysctl"; fi >/proc/sys/vm/unprivileged_userfaultfd
 }
 
-# as WHO (root|user|user-uffd0) in a fresh working dir: run "$@" with a time
-# limit, output to the console and to $out; exit status in $out.rc
+# as WHO (root|user|user-uffd0) in its working dir: run "$@" with a time
+# limit, output to the console and to $out; exit status in $out.rc.  The
+# programs never see fd 3 (the marker port): they cannot forge a marker.
 as() {
 	who=$1 out=$2
 	shift 2
 	if [ "$who" = root ]; then
-		(cd /tmp/root && timeout "$ptimeout" "$@"; echo $? >"$out.rc") 2>&1 | tee "$out"
+		(cd /tmp/root && timeout "$ptimeout" "$@"; echo $? >"$out.rc") 3>&- 2>&1 | tee "$out"
 	else
 		# su as root asks no password; the command line is re-parsed by sh
-		(cd /tmp/user && timeout "$ptimeout" su -s /bin/sh mmk -c "cd /tmp/user && MMK_TEST_SCALE=$scale MMKIT_TOOL=$MMKIT_TOOL $*"; echo $? >"$out.rc") 2>&1 | tee "$out"
+		(cd /tmp/user && timeout "$ptimeout" su -s /bin/sh mmk -c "cd /tmp/user && MMK_TEST_SCALE=$scale MMKIT_TOOL=$MMKIT_TOOL${MMK_TEST_SEED:+ MMK_TEST_SEED=$MMK_TEST_SEED} $*"; echo $? >"$out.rc") 3>&- 2>&1 | tee "$out"
 	fi
 }
 

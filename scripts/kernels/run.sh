@@ -23,6 +23,8 @@
 #   MMK_KERNEL_PROG_TIMEOUT seconds per test program in the guest (default 300)
 #   MMK_KERNEL_MEM / MMK_KERNEL_CPUS  guest size (default 2048 MiB / 2)
 #   MMK_KERNEL_CACHE       kernel cache (see fetch.sh)
+#   MMK_KERNEL_APPEND      extra kernel command-line arguments
+#   MMK_TEST_SEED          passed on to the tests in the guest (replay)
 #   MMK_ALLOW_NO_KERNELS=1 a missing QEMU or kernel package is a skip, not a failure
 # Logs: BUILDDIR/kernels/linux-V.console.log (everything) and .markers.log.
 # Shell tests (tests/*.sh) are not run in the guest: they need bash, cmake,
@@ -116,7 +118,7 @@ run_kernel() { # series
   timeout -k 10 "$ktimeout" "$qemu" -accel tcg -m "$mem" -smp "$cpus" \
     -display none -nodefaults -no-reboot -monitor none \
     -kernel "$vmlinuz" -initrd "$out/initramfs.cpio" \
-    -append "console=ttyS0 panic=-1 oops=panic loglevel=4 mmk.nonce=$nonce mmk.scale=$scale mmk.timeout=$ptimeout" \
+    -append "console=ttyS0 panic=-1 oops=panic loglevel=4 mmk.nonce=$nonce mmk.scale=$scale mmk.timeout=$ptimeout${MMK_TEST_SEED:+ mmk.seed=$MMK_TEST_SEED}${MMK_KERNEL_APPEND:+ $MMK_KERNEL_APPEND}" \
     -serial "file:$con" -serial "file:$mk" </dev/null >"$out/qemu-$v.log" 2>&1
   local qrc=$?
   t1=$(date +%s.%N)

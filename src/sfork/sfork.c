@@ -12,9 +12,11 @@
  *     fallible step after fork happens in the parent (moving B onto A with
  *     mremap).  If one fails, the parent kills and reaps the child and
  *     undoes everything, so on failure no child exists and nothing leaks.
- *   - After a successful call the parent holds no descriptor; the child
- *     holds one only for MMK_SFORK_EXEC regions, and never a writable one
- *     when it may not write.  The memfd is sealed against resizing and,
+ *   - Descriptors of regions without MMK_SFORK_EXEC are closed before fork
+ *     (the mappings keep the memfd alive), so the child never inherits
+ *     them.  After a successful call the parent holds no descriptor; the
+ *     child holds one only for MMK_SFORK_EXEC regions, and never a
+ *     writable one when it may not write.  The memfd is sealed against resizing and,
  *     unless an exec'd writer must map it again, against new writable
  *     mappings (F_SEAL_FUTURE_WRITE).
  *   - No process-wide state: everything lives in the caller's structs and
@@ -294,6 +296,16 @@ pid_t mmk_sfork(mmk_sfork_region *regions, size_t n)
 		if (rc < 0) {
 			made++;
 			goto undo;
+		}
+	}
+
+	/* Regions that need no descriptor after fork drop them now: the child
+	 * then never inherits a descriptor (writable or not), and fork has
+	 * fewer files to duplicate.  The mappings keep the memfd alive. */
+	for (size_t i = 0; i < n; i++) {
+		if (!(regions[i].flags & MMK_SFORK_EXEC)) {
+			close_fd(&p[i].rw_fd);
+			close_fd(&p[i].ro_fd);
 		}
 	}
 

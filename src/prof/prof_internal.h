@@ -1,0 +1,38 @@
+/*
+ * prof/prof_internal.h - shared internals of the profiler (src/prof/).
+ *
+ * The control protocol: SOCK_SEQPACKET messages of one text line each, like
+ * the original /proc/mp3/status: "R <pid>", "U <pid>", "L" (list), "M" (map
+ * the ring: the reply carries a read-only fd), "S" (stats), "Q" (shutdown).
+ * Replies start with "OK" or "ERR <errno>".
+ */
+#ifndef MMK_PROF_INTERNAL_H
+#define MMK_PROF_INTERNAL_H
+
+#include "sys/sys.h"
+#include <mmkit/prof.h>
+
+#define MMK__PROF_SOCK "prof.sock"
+#define MMK__PROF_MSG 65536
+
+/* Counters read from /proc/PID/stat (and schedstat). */
+typedef struct mmk__procstat {
+	uint64_t minflt, cminflt, majflt, cmajflt;
+	uint64_t utime_ns, stime_ns, cutime_ns, cstime_ns;
+	uint64_t run_ns; /* schedstat sum_exec_runtime, 0 if not read */
+	unsigned nthreads;
+	char state;
+} mmk__procstat;
+
+/* pread + parse a kept /proc/PID/stat descriptor.  -ESRCH once the process
+ * has been reaped. */
+MMK_HIDDEN int mmk__procstat_read(int fd, mmk__procstat *ps);
+/* First field of a kept /proc/PID/schedstat descriptor (ns). */
+MMK_HIDDEN int mmk__schedstat_read(int fd, uint64_t *run_ns);
+/* Real, effective and saved uid of pid from /proc/PID/status. */
+MMK_HIDDEN int mmk__proc_uids(pid_t pid, uid_t uids[3]);
+
+/* Send a request and receive the reply (and an fd if one is passed). */
+MMK_HIDDEN int mmk__prof_call(const char *dir, const char *req, char *reply, size_t len, int *fd);
+
+#endif

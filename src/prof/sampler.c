@@ -1,0 +1,518 @@
+/*
+ * prof/sampler.c - the set of profiled processes and one sample of each.
+ *
+ * Invariants:
+ *  - Each target holds a pidfd and a /proc/PID/stat descriptor that were
+ *    proven to name the same process (the pidfd was opened first and was
+ *    still alive after the stat open), so a reused PID never reads as the
+ *    old target: a reaped target's stat descriptor fails with ESRCH.
+ *  - /proc/PID/stat with the thread-group leader's PID sums every thread,
+ *    live and exited: faults are per process.  CPU times are in clock ticks
+ *    (sysconf(_SC_CLK_TCK)); schedstat (optional) adds ns resolution for the
+ *    utilisation of single-threaded targets.
+ *  - A target whose stat shows state 'Z' (zombie) or fails with ESRCH is
+ *    dropped with one EXIT record; a zombie's counters are final and exact.
+ *  - Counters are reported relative to the values at registration
+ *    (ABSOLUTE: relative to zero).  Records are emitted in target order.
+ *  - Process-wide state: none (everything hangs off the handle).
+ */
+#include "prof/prof_internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
+
+typedef struct target {
+	pid_t pid;
+	int pidfd, statfd, schedfd;
+	unsigned flags;
+	mmk__procstat base;   /* values at registration (zero when ABSOLUTE) */
+	mmk__procstat last;   /* last successful read */
+	uint64_t last_t_ns;
+	mmk_prof_record rec;  /* last record */
+	bool dead;            /* pidfd reported exit */
+} target;
+
+struct mmk_prof_sampler {
+	mmk_prof_sampler_opts o;
+	target *t;
+	size_t n, cap;
+	int epfd;
+	uint64_t tick_ns; /* ns per clock tick */
+};
+
+uint64_t mmk_prof_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- /proc readers ----------------------------------------------------------- */
+static uint64_t tick_ns(void)
+{
+	long hz = sysconf(_SC_CLK_TCK);
+	return hz > 0 ? 1000000000ull / (uint64_t)hz : 10000000ull;
+}
+
+int mmk__procstat_read(int fd, mmk__procstat *ps)
+{
+	char buf[1024];
+	ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+	if (n < 0)
+		return -errno;
+	if (n == 0)
+		return -ESRCH;
+	buf[n] = 0;
+	char *p = strrchr(buf, ')');
+	if (!p || p[1] != ' ')
+		return -EIO;
+	p += 2;
+	ps->state = *p;
+	/* fields after ')': 0 state ... 7 minflt 8 cminflt 9 majflt 10 cmajflt
+	 * 11 utime 12 stime 13 cutime 14 cstime ... 17 num_threads */
+	uint64_t v[18] = {0};
+	int idx = 0;
+	while (*p && idx < 18) {
+		while (*p == ' ')
+			p++;
+		if (idx > 0) {
+			bool neg = *p == '-';
+			if (neg)
+				p++;
+			uint64_t x = 0;
+			while (*p >= '0' && *p <= '9')
+				x = x * 10 + (uint64_t)(*p++ - '0');
+			v[idx] = neg ? 0 : x;
+		}
+		while (*p && *p != ' ')
+			p++;
+		idx++;
+	}
+	if (idx < 18)
+		return -EIO;
+	uint64_t tk = tick_ns();
+	ps->minflt = v[7];
+	ps->cminflt = v[8];
+	ps->majflt = v[9];
+	ps->cmajflt = v[10];
+	ps->utime_ns = v[11] * tk;
+	ps->stime_ns = v[12] * tk;
+	ps->cutime_ns = v[13] * tk;
+	ps->cstime_ns = v[14] * tk;
+	ps->nthreads = (unsigned)v[17];
+	return 0;
+}
+
+int mmk__schedstat_read(int fd, uint64_t *run_ns)
+{
+	char buf[128];
+	ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+	if (n <= 0)
+		return n < 0 ? -errno : -ESRCH;
+	buf[n] = 0;
+	*run_ns = strtoull(buf, NULL, 10);
+	return 0;
+}
+
+int mmk__proc_uids(pid_t pid, uid_t uids[3])
+{
+	char path[64], buf[4096];
+	snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+	int n = mmk__read_file(path, buf, sizeof buf);
+	if (n < 0)
+		return n == -ENOENT ? -ESRCH : n;
+	char *u = strstr(buf, "\nUid:");
+	if (!u)
+		return -EIO;
+	unsigned long a, b, c;
+	if (sscanf(u + 5, "%lu %lu %lu", &a, &b, &c) != 3)
+		return -EIO;
+	uids[0] = (uid_t)a;
+	uids[1] = (uid_t)b;
+	uids[2] = (uid_t)c;
+	return 0;
+}
+
+/* ---- sampler ------------------------------------------------------------------ */
+int mmk_prof_sampler_create(mmk_prof_sampler **out, const mmk_prof_sampler_opts *opts)
+{
+	if (!out)
+		return -EINVAL;
+	mmk_prof_sampler *s = calloc(1, sizeof *s);
+	if (!s)
+		return -ENOMEM;
+	if (opts)
+		s->o = *opts;
+	if (!s->o.max_targets)
+		s->o.max_targets = 4096;
+	if (!s->o.start_ns)
+		s->o.start_ns = mmk_prof_now_ns();
+	s->tick_ns = tick_ns();
+	s->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (s->epfd < 0) {
+		int err = -errno;
+		free(s);
+		return err;
+	}
+	*out = s;
+	return 0;
+}
+
+static void target_close(target *t)
+{
+	if (t->pidfd >= 0)
+		close(t->pidfd);
+	if (t->statfd >= 0)
+		close(t->statfd);
+	if (t->schedfd >= 0)
+		close(t->schedfd);
+}
+
+void mmk_prof_sampler_destroy(mmk_prof_sampler *s)
+{
+	if (!s)
+		return;
+	for (size_t i = 0; i < s->n; i++)
+		target_close(&s->t[i]);
+	free(s->t);
+	close(s->epfd);
+	free(s);
+}
+
+static target *find(const mmk_prof_sampler *s, pid_t pid)
+{
+	for (size_t i = 0; i < s->n; i++)
+		if (s->t[i].pid == pid)
+			return &s->t[i];
+	return NULL;
+}
+
+static void emit(mmk_prof_sampler *s, const mmk_prof_record *r)
+{
+	if (s->o.ring)
+		mmk_prof_ring_write(s->o.ring, r);
+	if (s->o.emit)
+		s->o.emit(r, s->o.arg);
+}
+
+int mmk_prof_sampler_add(mmk_prof_sampler *s, pid_t pid, int pidfd, unsigned flags)
+{
+	int err;
+	if (!s || pid <= 0) {
+		err = -EINVAL;
+		goto fail_fd;
+	}
+	if (find(s, pid)) {
+		err = -EEXIST;
+		goto fail_fd;
+	}
+	if (s->n >= s->o.max_targets) {
+		err = -ENOSPC;
+		goto fail_fd;
+	}
+	if (s->n == s->cap) {
+		size_t nc = s->cap ? s->cap * 2 : 16;
+		target *nt = realloc(s->t, nc * sizeof *nt);
+		if (!nt) {
+			err = -ENOMEM;
+			goto fail_fd;
+		}
+		s->t = nt;
+		s->cap = nc;
+	}
+	if (pidfd < 0) {
+		pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+		if (pidfd < 0)
+			return errno == EINVAL ? -ESRCH : -errno;
+	}
+	target t = { .pid = pid, .pidfd = pidfd, .statfd = -1, .schedfd = -1, .flags = flags };
+	char path[64];
+	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+	t.statfd = open(path, O_RDONLY | O_CLOEXEC);
+	if (t.statfd < 0) {
+		err = errno == ENOENT ? -ESRCH : -errno;
+		goto fail;
+	}
+	if (flags & MMK_PROF_ADD_SCHEDSTAT) {
+		snprintf(path, sizeof path, "/proc/%d/schedstat", (int)pid);
+		t.schedfd = open(path, O_RDONLY | O_CLOEXEC); /* optional */
+	}
+	/* The pidfd still names a live (or zombie) process, so the /proc files
+	 * just opened belong to it and not to a successor with the same PID. */
+	if (syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) < 0 && errno != EPERM) {
+		err = -ESRCH;
+		goto fail;
+	}
+	err = mmk__procstat_read(t.statfd, &t.last);
+	if (err < 0 || t.last.state == 'Z' || t.last.state == 'X') {
+		err = -ESRCH;
+		goto fail;
+	}
+	if (t.schedfd >= 0 && mmk__schedstat_read(t.schedfd, &t.last.run_ns) < 0)
+		t.last.run_ns = 0;
+	if (!(flags & MMK_PROF_ADD_ABSOLUTE))
+		t.base = t.last;
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = (uint64_t)pid };
+	if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, pidfd, &ev) < 0) {
+		err = -errno;
+		goto fail;
+	}
+	uint64_t now = mmk_prof_now_ns();
+	t.last_t_ns = now;
+	t.rec = (mmk_prof_record){ .t_ns = now - s->o.start_ns, .pid = pid, .kind = MMK_PROF_REGISTER,
+				   .nthreads = (uint16_t)t.last.nthreads };
+	if (flags & MMK_PROF_ADD_ABSOLUTE) { /* show what it already has */
+		t.rec.minflt = t.last.minflt + ((flags & MMK_PROF_ADD_CHILDREN) ? t.last.cminflt : 0);
+		t.rec.majflt = t.last.majflt + ((flags & MMK_PROF_ADD_CHILDREN) ? t.last.cmajflt : 0);
+	}
+	s->t[s->n++] = t;
+	emit(s, &s->t[s->n - 1].rec);
+	return 0;
+fail:
+	target_close(&t);
+	return err;
+fail_fd:
+	if (pidfd >= 0)
+		close(pidfd);
+	return err;
+}
+
+static void drop(mmk_prof_sampler *s, target *t)
+{
+	epoll_ctl(s->epfd, EPOLL_CTL_DEL, t->pidfd, NULL);
+	target_close(t);
+	size_t i = (size_t)(t - s->t);
+	memmove(&s->t[i], &s->t[i + 1], (s->n - i - 1) * sizeof *t);
+	s->n--;
+}
+
+int mmk_prof_sampler_remove(mmk_prof_sampler *s, pid_t pid)
+{
+	target *t = s ? find(s, pid) : NULL;
+	if (!t)
+		return -ENOENT;
+	t->rec.kind = MMK_PROF_UNREGISTER;
+	t->rec.t_ns = mmk_prof_now_ns() - s->o.start_ns;
+	t->rec.d_minflt = t->rec.d_majflt = t->rec.d_cpu_us = t->rec.util_ppm = 0;
+	emit(s, &t->rec);
+	drop(s, t);
+	return 0;
+}
+
+int mmk_prof_sampler_list(const mmk_prof_sampler *s, pid_t *pids, size_t max)
+{
+	for (size_t i = 0; i < s->n && i < max; i++)
+		pids[i] = s->t[i].pid;
+	return (int)s->n;
+}
+
+static uint64_t sub0(uint64_t a, uint64_t b)
+{
+	return a > b ? a - b : 0;
+}
+
+/* Read one target; fill t->rec.  Returns 0, or 1 when the target is gone
+ * (rec then holds its final values and kind EXIT). */
+static int sample_one(mmk_prof_sampler *s, target *t, uint64_t tick)
+{
+	mmk__procstat ps = {0};
+	uint64_t now = mmk_prof_now_ns();
+	int err = mmk__procstat_read(t->statfd, &ps);
+	if (err < 0) { /* reaped: the last values are final */
+		t->rec.kind = MMK_PROF_EXIT;
+		t->rec.tick = tick;
+		t->rec.t_ns = now - s->o.start_ns;
+		t->rec.d_minflt = t->rec.d_majflt = t->rec.d_cpu_us = t->rec.util_ppm = 0;
+		return 1;
+	}
+	bool gone = ps.state == 'Z' || ps.state == 'X';
+	if (t->schedfd >= 0 && !gone && mmk__schedstat_read(t->schedfd, &ps.run_ns) < 0)
+		ps.run_ns = 0;
+	bool ch = t->flags & MMK_PROF_ADD_CHILDREN;
+	mmk_prof_record r = { .tick = tick, .t_ns = now - s->o.start_ns, .pid = t->pid,
+			      .kind = gone ? MMK_PROF_EXIT : MMK_PROF_SAMPLE,
+			      .nthreads = (uint16_t)(ps.nthreads > 65535 ? 65535 : ps.nthreads) };
+	r.minflt = sub0(ps.minflt + (ch ? ps.cminflt : 0), t->base.minflt + (ch ? t->base.cminflt : 0));
+	r.majflt = sub0(ps.majflt + (ch ? ps.cmajflt : 0), t->base.majflt + (ch ? t->base.cmajflt : 0));
+	r.utime_ns = sub0(ps.utime_ns + (ch ? ps.cutime_ns : 0), t->base.utime_ns + (ch ? t->base.cutime_ns : 0));
+	r.stime_ns = sub0(ps.stime_ns + (ch ? ps.cstime_ns : 0), t->base.stime_ns + (ch ? t->base.cstime_ns : 0));
+	uint64_t dmin = sub0(r.minflt, t->rec.minflt), dmaj = sub0(r.majflt, t->rec.majflt);
+	r.d_minflt = dmin > UINT32_MAX ? UINT32_MAX : (uint32_t)dmin;
+	r.d_majflt = dmaj > UINT32_MAX ? UINT32_MAX : (uint32_t)dmaj;
+	/* CPU used over the interval: own threads only (children have rows). */
+	uint64_t dcpu;
+	if (ps.run_ns && t->last.run_ns && ps.nthreads == 1 && t->last.nthreads == 1)
+		dcpu = sub0(ps.run_ns, t->last.run_ns);
+	else
+		dcpu = sub0(ps.utime_ns + ps.stime_ns, t->last.utime_ns + t->last.stime_ns);
+	uint64_t dt = now - t->last_t_ns;
+	r.d_cpu_us = (uint32_t)((dcpu / 1000) > UINT32_MAX ? UINT32_MAX : dcpu / 1000);
+	double u = dt ? (double)dcpu / (double)dt : 0;
+	r.util_ppm = (uint32_t)(u * 1e6 > 4e9 ? 4e9 : u * 1e6 + 0.5);
+	t->last = ps;
+	t->last_t_ns = now;
+	t->rec = r;
+	return gone;
+}
+
+/* Add live children of t (all its threads' children) as targets. */
+static void add_children(mmk_prof_sampler *s, pid_t pid, unsigned flags)
+{
+	char path[320];
+	snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+	DIR *d = opendir(path);
+	if (!d)
+		return;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] < '0' || de->d_name[0] > '9')
+			continue;
+		char buf[4096];
+		snprintf(path, sizeof path, "/proc/%d/task/%s/children", (int)pid, de->d_name);
+		if (mmk__read_file(path, buf, sizeof buf) <= 0)
+			continue;
+		for (char *p = buf, *e; *p; p = e) {
+			long c = strtol(p, &e, 10);
+			if (e == p)
+				break;
+			if (c > 0 && !find(s, (pid_t)c))
+				mmk_prof_sampler_add(s, (pid_t)c, -1, flags | MMK_PROF_ADD_ABSOLUTE);
+		}
+	}
+	closedir(d);
+}
+
+int mmk_prof_sampler_tick(mmk_prof_sampler *s, uint64_t tick)
+{
+	if (!s)
+		return -EINVAL;
+	int n = 0;
+	for (size_t i = 0; i < s->n; i++) {
+		target *t = &s->t[i];
+		int gone = sample_one(s, t, tick);
+		emit(s, &t->rec);
+		n++;
+		if (gone) {
+			drop(s, t);
+			i--;
+		}
+	}
+	/* descendants (after sampling, so new targets start next period) */
+	size_t n0 = s->n;
+	for (size_t i = 0; i < n0 && i < s->n; i++)
+		if (s->t[i].flags & MMK_PROF_ADD_CHILDREN)
+			add_children(s, s->t[i].pid, s->t[i].flags);
+	return n;
+}
+
+int mmk_prof_sampler_finish(mmk_prof_sampler *s, pid_t pid, mmk_prof_record *final)
+{
+	target *t = s ? find(s, pid) : NULL;
+	if (!t)
+		return -ENOENT;
+	sample_one(s, t, t->rec.tick);
+	t->rec.kind = MMK_PROF_EXIT;
+	emit(s, &t->rec);
+	if (final)
+		*final = t->rec;
+	drop(s, t);
+	return 0;
+}
+
+int mmk_prof_sampler_last(const mmk_prof_sampler *s, pid_t pid, mmk_prof_record *rec)
+{
+	target *t = s ? find(s, pid) : NULL;
+	if (!t)
+		return -ENOENT;
+	*rec = t->rec;
+	return 0;
+}
+
+int mmk_prof_sampler_exit_fd(const mmk_prof_sampler *s)
+{
+	return s ? s->epfd : -EINVAL;
+}
+
+int mmk_prof_sampler_reap(mmk_prof_sampler *s, uint64_t tick)
+{
+	struct epoll_event ev[64];
+	int n = epoll_wait(s->epfd, ev, 64, 0);
+	if (n < 0)
+		return -errno;
+	int dropped = 0;
+	for (int i = 0; i < n; i++) {
+		target *t = find(s, (pid_t)ev[i].data.u64);
+		if (!t)
+			continue;
+		sample_one(s, t, tick);
+		t->rec.kind = MMK_PROF_EXIT;
+		emit(s, &t->rec);
+		drop(s, t);
+		dropped++;
+	}
+	return dropped;
+}
+
+/* ---- timer --------------------------------------------------------------------- */
+#include <sys/timerfd.h>
+
+int mmk_prof_timer_start(mmk_prof_timer *t, uint64_t period_ns)
+{
+	if (!t || period_ns < 100000)
+		return -EINVAL;
+	int fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	uint64_t start = mmk_prof_now_ns();
+	uint64_t first = start + period_ns;
+	struct itimerspec its = {
+		.it_value = { (time_t)(first / 1000000000ull), (long)(first % 1000000000ull) },
+		.it_interval = { (time_t)(period_ns / 1000000000ull), (long)(period_ns % 1000000000ull) },
+	};
+	if (timerfd_settime(fd, TFD_TIMER_ABSTIME, &its, NULL) < 0) {
+		int err = -errno;
+		close(fd);
+		return err;
+	}
+	*t = (mmk_prof_timer){ .fd = fd, .start_ns = start, .period_ns = period_ns };
+	return 0;
+}
+
+int mmk_prof_timer_wait(mmk_prof_timer *t, int64_t *late_ns)
+{
+	uint64_t exp;
+	ssize_t n = read(t->fd, &exp, sizeof exp);
+	if (n < 0)
+		return -errno;
+	if (n != sizeof exp || exp == 0)
+		return -EIO;
+	uint64_t now = mmk_prof_now_ns();
+	t->tick += exp;
+	t->skipped += exp - 1;
+	if (late_ns)
+		*late_ns = (int64_t)(now - (t->start_ns + t->tick * t->period_ns));
+	return 0;
+}
+
+void mmk_prof_timer_stop(mmk_prof_timer *t)
+{
+	if (t && t->fd >= 0) {
+		close(t->fd);
+		t->fd = -1;
+	}
+}

@@ -1,0 +1,619 @@
+/*
+ * tests/test_prof.c - the profiler: ring (wrap, concurrent readers, no torn
+ * records, read-only mapping), sampler (accuracy against wait4 rusage, exit
+ * while registered, PID reuse), timer (no drift), the daemon's control
+ * protocol and its errors, CSV round trip.
+ */
+#include "test_util.h"
+
+#include <mmkit.h>
+#include <mmkit/prof.h>
+#include "prof/prof_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/sched.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* ---- ring ---------------------------------------------------------------- */
+static void fill(mmk_prof_record *r, uint64_t i)
+{
+	memset(r, 0, sizeof *r);
+	r->tick = i;
+	r->t_ns = i * 3 + 1;
+	r->pid = (int32_t)(i & 0x3fffffff);
+	r->minflt = i * 7;
+	r->majflt = i ^ 0x5555;
+	r->utime_ns = ~i;
+	r->stime_ns = i * i;
+	r->d_minflt = (uint32_t)i;
+	r->d_majflt = (uint32_t)(i >> 3);
+	r->util_ppm = (uint32_t)(i * 11);
+	r->d_cpu_us = (uint32_t)(i + 5);
+}
+
+static bool check(const mmk_prof_record *r)
+{
+	mmk_prof_record e;
+	fill(&e, r->tick);
+	return !memcmp(&e, r, sizeof e);
+}
+
+static void test_ring_basic(void **state)
+{
+	(void)state;
+	mmk_prof_ring *w, *rd;
+	assert_int_equal(mmk_prof_ring_create(&w, 100, 50000000), 0);
+	assert_int_equal(mmk_prof_ring_capacity(w), 100);
+	int fd = mmk_prof_ring_fd_readonly(w);
+	assert_true(fd >= 0);
+	assert_int_equal(mmk_prof_ring_attach(&rd, fd), 0);
+	assert_int_equal(mmk_prof_ring_period_ns(rd), 50000000);
+	/* the read-only mapping cannot be made writable */
+	void *m = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	assert_true(m == MAP_FAILED);
+	close(fd);
+	mmk_prof_record r;
+	uint64_t pos = 0, missed = 0;
+	assert_int_equal(mmk_prof_ring_read(rd, &pos, &r, &missed), 0);
+	for (uint64_t i = 0; i < 250; i++) {
+		fill(&r, i);
+		assert_int_equal(mmk_prof_ring_write(w, &r), 0);
+	}
+	assert_int_equal(mmk_prof_ring_write(rd, &r), -EROFS);
+	assert_int_equal(mmk_prof_ring_head(rd), 250);
+	assert_int_equal(mmk_prof_ring_oldest(rd), 150);
+	/* a late reader from 0 is told it missed 150 and gets 150..249 */
+	uint64_t n = 0;
+	while (mmk_prof_ring_read(rd, &pos, &r, &missed) == 1) {
+		assert_true(check(&r));
+		assert_int_equal(r.tick, 150 + n);
+		n++;
+	}
+	assert_int_equal(n, 100);
+	assert_int_equal(missed, 150);
+	/* not an mmkit ring */
+	int bad = memfd_create("x", MFD_CLOEXEC);
+	assert_int_equal(ftruncate(bad, 65536), 0);
+	mmk_prof_ring *other;
+	assert_int_equal(mmk_prof_ring_attach(&other, bad), -EINVAL);
+	close(bad);
+	mmk_prof_ring_destroy(rd);
+	mmk_prof_ring_destroy(w);
+}
+
+typedef struct stress {
+	mmk_prof_ring *ring;
+	_Atomic bool done;
+	uint64_t total;
+} stress;
+
+typedef struct reader_res {
+	stress *st;
+	uint64_t read, torn, missed, order_errors;
+} reader_res;
+
+static void *reader(void *arg)
+{
+	reader_res *rr = arg;
+	uint64_t pos = 0, last = 0;
+	bool first = true;
+	mmk_prof_record r;
+	for (;;) {
+		bool done = atomic_load(&rr->st->done);
+		int got = mmk_prof_ring_read(rr->st->ring, &pos, &r, &rr->missed);
+		if (got == 1) {
+			rr->read++;
+			if (!check(&r))
+				rr->torn++;
+			if (!first && r.tick <= last)
+				rr->order_errors++;
+			first = false;
+			last = r.tick;
+		} else if (done) {
+			break;
+		}
+	}
+	return NULL;
+}
+
+static void test_ring_stress(void **state)
+{
+	(void)state;
+	stress st = { .total = mmk_test_n(400000, 40000) };
+	assert_int_equal(mmk_prof_ring_create(&st.ring, 64, 0), 0); /* small: wraps constantly */
+	pthread_t th[2];
+	reader_res rr[2] = { { .st = &st }, { .st = &st } };
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, reader, &rr[i]), 0);
+	mmk_prof_record r;
+	for (uint64_t i = 0; i < st.total; i++) {
+		fill(&r, i);
+		mmk_prof_ring_write(st.ring, &r);
+		/* pace the writer a little so readers keep up part of the time and
+		 * race with it the rest (a reader preempted mid-copy must notice) */
+		for (volatile int k = 0; k < (int)(i % 97) * 8; k++)
+			;
+	}
+	atomic_store(&st.done, true);
+	for (int i = 0; i < 2; i++) {
+		pthread_join(th[i], NULL);
+		fprintf(stderr, "# reader %d: read %llu missed %llu torn %llu\n", i, (unsigned long long)rr[i].read,
+			(unsigned long long)rr[i].missed, (unsigned long long)rr[i].torn);
+		assert_int_equal(rr[i].torn, 0);
+		assert_int_equal(rr[i].order_errors, 0);
+		assert_true(rr[i].read > st.total / 100);
+		/* every record was either read or counted as missed */
+		assert_int_equal(rr[i].read + rr[i].missed, st.total);
+	}
+	mmk_prof_ring_destroy(st.ring);
+}
+
+/* ---- sampler --------------------------------------------------------------- */
+/* Fork a child that waits for a byte on a pipe, touches `pages` fresh pages
+ * and then waits for a second byte before exiting. */
+static pid_t toucher(size_t pages, int *go)
+{
+	int p[2];
+	assert_int_equal(pipe(p), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		close(p[1]);
+		char c;
+		if (read(p[0], &c, 1) != 1)
+			_exit(2);
+		char *m = mmap(NULL, pages * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (m == MAP_FAILED)
+			_exit(3);
+		madvise(m, pages * 4096, MADV_NOHUGEPAGE);
+		for (size_t i = 0; i < pages; i++)
+			m[i * 4096] = 1;
+		if (read(p[0], &c, 1) != 1)
+			_exit(4);
+		_exit(0);
+	}
+	close(p[0]);
+	*go = p[1];
+	return pid;
+}
+
+static void test_sampler_accuracy(void **state)
+{
+	(void)state;
+	mmk_prof_sampler *s;
+	assert_int_equal(mmk_prof_sampler_create(&s, NULL), 0);
+	size_t pages = mmk_test_n(5000, 500);
+	int go;
+	pid_t pid = toucher(pages, &go);
+	assert_int_equal(mmk_prof_sampler_add(s, pid, -1, MMK_PROF_ADD_ABSOLUTE | MMK_PROF_ADD_SCHEDSTAT), 0);
+	assert_int_equal(mmk_prof_sampler_add(s, pid, -1, 0), -EEXIST);
+	assert_int_equal(write(go, "g", 1), 1);
+	for (int i = 1; i <= 5; i++) {
+		usleep(2000);
+		assert_int_equal(mmk_prof_sampler_tick(s, (uint64_t)i), 1);
+	}
+	assert_int_equal(write(go, "g", 1), 1);
+	close(go);
+	siginfo_t si;
+	assert_int_equal(waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT), 0);
+	mmk_prof_record fin;
+	assert_int_equal(mmk_prof_sampler_finish(s, pid, &fin), 0);
+	assert_int_equal(fin.kind, MMK_PROF_EXIT);
+	struct rusage ru;
+	int status;
+	assert_int_equal(wait4(pid, &status, 0, &ru), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	fprintf(stderr, "# touched %zu pages: sampler minflt %llu majflt %llu, rusage %ld %ld\n", pages,
+		(unsigned long long)fin.minflt, (unsigned long long)fin.majflt, ru.ru_minflt, ru.ru_majflt);
+	assert_int_equal(fin.minflt, (uint64_t)ru.ru_minflt);
+	assert_int_equal(fin.majflt, (uint64_t)ru.ru_majflt);
+	assert_true(fin.minflt >= pages);
+	assert_true(fin.minflt < pages + 2000);
+	assert_int_equal(mmk_prof_sampler_list(s, NULL, 0), 0);
+	mmk_prof_sampler_destroy(s);
+}
+
+typedef struct collect {
+	mmk_prof_record r[256];
+	size_t n;
+} collect;
+
+static void collect_emit(const mmk_prof_record *r, void *arg)
+{
+	collect *c = arg;
+	if (c->n < 256)
+		c->r[c->n++] = *r;
+}
+
+static void test_sampler_exit(void **state)
+{
+	(void)state;
+	collect c = {0};
+	mmk_prof_sampler_opts o = { .emit = collect_emit, .arg = &c };
+	mmk_prof_sampler *s;
+	assert_int_equal(mmk_prof_sampler_create(&s, &o), 0);
+	assert_int_equal(mmk_prof_sampler_add(s, 0, -1, 0), -EINVAL);
+	assert_int_equal(mmk_prof_sampler_add(s, -3, -1, 0), -EINVAL);
+	assert_int_equal(mmk_prof_sampler_remove(s, 12345), -ENOENT);
+	/* a zombie: dropped at the next tick with an EXIT record */
+	int go1, go2;
+	pid_t a = toucher(100, &go1), b = toucher(200, &go2);
+	assert_int_equal(mmk_prof_sampler_add(s, a, -1, 0), 0);
+	assert_int_equal(mmk_prof_sampler_add(s, b, -1, 0), 0);
+	pid_t l[4];
+	assert_int_equal(mmk_prof_sampler_list(s, l, 4), 2);
+	assert_int_equal(write(go1, "gg", 2), 2);
+	close(go1);
+	siginfo_t si;
+	assert_int_equal(waitid(P_PID, (id_t)a, &si, WEXITED | WNOWAIT), 0);
+	/* the exit fd reports it */
+	assert_int_equal(mmk_prof_sampler_reap(s, 1), 1);
+	assert_int_equal(mmk_prof_sampler_list(s, l, 4), 1);
+	assert_int_equal(l[0], b);
+	bool saw_exit = false;
+	for (size_t i = 0; i < c.n; i++)
+		if (c.r[i].pid == a && c.r[i].kind == MMK_PROF_EXIT) {
+			saw_exit = true;
+			assert_true(c.r[i].minflt >= 100); /* final totals since registration */
+		}
+	assert_true(saw_exit);
+	waitpid(a, NULL, 0);
+	/* reaped before the sampler noticed: tick drops it via ESRCH */
+	assert_int_equal(write(go2, "gg", 2), 2);
+	close(go2);
+	waitpid(b, NULL, 0);
+	c.n = 0;
+	mmk_prof_sampler_tick(s, 2);
+	assert_int_equal(mmk_prof_sampler_list(s, l, 4), 0);
+	assert_true(c.n >= 1);
+	assert_int_equal(c.r[c.n - 1].kind, MMK_PROF_EXIT);
+	assert_int_equal(c.r[c.n - 1].pid, b);
+	/* an exited process cannot be added */
+	assert_int_equal(mmk_prof_sampler_add(s, b, -1, 0), -ESRCH);
+	/* remove emits UNREGISTER */
+	pid_t me = getpid();
+	assert_int_equal(mmk_prof_sampler_add(s, me, -1, 0), 0);
+	c.n = 0;
+	assert_int_equal(mmk_prof_sampler_remove(s, me), 0);
+	assert_int_equal(c.n, 1);
+	assert_int_equal(c.r[0].kind, MMK_PROF_UNREGISTER);
+	mmk_prof_sampler_destroy(s);
+}
+
+static pid_t fork_with_pid(pid_t want)
+{
+	struct clone_args ca = { .exit_signal = SIGCHLD };
+	pid_t tid[1] = { want };
+	ca.set_tid = (uint64_t)(uintptr_t)tid;
+	ca.set_tid_size = 1;
+	return (pid_t)syscall(SYS_clone3, &ca, sizeof ca);
+}
+
+static void test_sampler_pid_reuse(void **state)
+{
+	(void)state;
+	collect c = {0};
+	mmk_prof_sampler_opts o = { .emit = collect_emit, .arg = &c };
+	mmk_prof_sampler *s;
+	assert_int_equal(mmk_prof_sampler_create(&s, &o), 0);
+	int go;
+	pid_t a = toucher(10, &go);
+	assert_int_equal(mmk_prof_sampler_add(s, a, -1, 0), 0);
+	assert_int_equal(write(go, "gg", 2), 2);
+	close(go);
+	waitpid(a, NULL, 0);
+	/* a new process with the same PID (clone3 set_tid needs CAP_SYS_ADMIN) */
+	int p[2];
+	assert_int_equal(pipe(p), 0);
+	pid_t b = fork_with_pid(a);
+	if (b < 0) {
+		int e = errno;
+		close(p[0]);
+		close(p[1]);
+		mmk_prof_sampler_destroy(s);
+		MMK_SKIP("clone3 with set_tid: %s (needs root)", strerror(e));
+	}
+	if (b == 0) {
+		close(p[1]);
+		char *m = mmap(NULL, 3000 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		for (int i = 0; i < 3000; i++)
+			m[i * 4096] = 1;
+		char ch;
+		if (read(p[0], &ch, 1) < 0)
+			_exit(1);
+		_exit(0);
+	}
+	close(p[0]);
+	assert_int_equal(b, a);
+	usleep(20000);
+	c.n = 0;
+	mmk_prof_sampler_tick(s, 1);
+	/* the old target is reported gone, not confused with the new process */
+	assert_int_equal(c.n, 1);
+	assert_int_equal(c.r[0].kind, MMK_PROF_EXIT);
+	assert_true(c.r[0].minflt < 1000);
+	assert_int_equal(mmk_prof_sampler_list(s, NULL, 0), 0);
+	/* registering the PID again profiles the new process from zero */
+	assert_int_equal(mmk_prof_sampler_add(s, b, -1, MMK_PROF_ADD_ABSOLUTE), 0);
+	c.n = 0;
+	mmk_prof_sampler_tick(s, 2);
+	assert_int_equal(c.n, 1);
+	assert_true(c.r[0].minflt >= 3000);
+	close(p[1]);
+	waitpid(b, NULL, 0);
+	mmk_prof_sampler_destroy(s);
+}
+
+static void test_timer_no_drift(void **state)
+{
+	(void)state;
+	mmk_prof_timer t;
+	assert_int_equal(mmk_prof_timer_start(&t, 10), -EINVAL);
+	assert_int_equal(mmk_prof_timer_start(&t, 2000000), 0); /* 500 Hz */
+	int64_t late, worst = 0;
+	for (int i = 0; i < 100; i++) {
+		assert_int_equal(mmk_prof_timer_wait(&t, &late), 0);
+		assert_true(late >= 0);
+		if (late > worst)
+			worst = late;
+		if (i == 50)
+			usleep(5000); /* miss ~2 periods: they are counted, the schedule holds */
+	}
+	uint64_t now = mmk_prof_now_ns();
+	uint64_t due = t.start_ns + t.tick * t.period_ns;
+	fprintf(stderr, "# 100 waits: tick %llu skipped %llu worst lateness %lld us\n", (unsigned long long)t.tick,
+		(unsigned long long)t.skipped, (long long)worst / 1000);
+	assert_true(t.skipped >= 1);
+	assert_int_equal(t.tick, 100 + t.skipped);
+	assert_true(now >= due);
+	assert_true(now - due < 2000000); /* still on the absolute grid */
+	mmk_prof_timer_stop(&t);
+}
+
+/* ---- daemon ------------------------------------------------------------------ */
+typedef struct dmn {
+	char dir[128];
+	pid_t pid;
+} dmn;
+
+static void daemon_start(dmn *d, uid_t as_uid, double rate)
+{
+	snprintf(d->dir, sizeof d->dir, "/tmp/mmkit-test-prof-XXXXXX");
+	assert_non_null(mkdtemp(d->dir));
+	if (as_uid)
+		assert_int_equal(chown(d->dir, as_uid, as_uid), 0);
+	int p[2];
+	assert_int_equal(pipe(p), 0);
+	d->pid = fork();
+	assert_true(d->pid >= 0);
+	if (d->pid == 0) {
+		close(p[0]);
+		if (as_uid && (setgid(as_uid) < 0 || setuid(as_uid) < 0))
+			_exit(3);
+		mmk_prof_daemon_opts o = { .dir = d->dir, .rate_hz = rate, .ready_fd = p[1], .records = 1000 };
+		int err = mmk_prof_daemon_run(&o);
+		_exit(err < 0 ? 1 : 0);
+	}
+	close(p[1]);
+	char c;
+	assert_int_equal(read(p[0], &c, 1), 1);
+	close(p[0]);
+}
+
+static void daemon_stop(dmn *d)
+{
+	kill(d->pid, SIGKILL);
+	waitpid(d->pid, NULL, 0);
+	char path[200];
+	snprintf(path, sizeof path, "%s/%s", d->dir, MMK__PROF_SOCK);
+	unlink(path);
+	rmdir(d->dir);
+}
+
+static void test_daemon_control(void **state)
+{
+	(void)state;
+	dmn d;
+	daemon_start(&d, 0, 100);
+	struct stat st;
+	char path[200];
+	snprintf(path, sizeof path, "%s/%s", d.dir, MMK__PROF_SOCK);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 077, 0);
+	/* a second daemon on the same directory is refused */
+	mmk_prof_daemon_opts o2 = { .dir = d.dir, .ready_fd = -1 };
+	assert_int_equal(mmk_prof_daemon_run(&o2), -EADDRINUSE);
+	char rep[256];
+	assert_int_equal(mmk__prof_call(d.dir, "R abc", rep, sizeof rep, NULL), -EINVAL);
+	assert_int_equal(mmk__prof_call(d.dir, "R -4", rep, sizeof rep, NULL), -EINVAL);
+	assert_int_equal(mmk__prof_call(d.dir, "X", rep, sizeof rep, NULL), -EINVAL);
+	assert_int_equal(mmk_prof_register(d.dir, -4), -EINVAL);
+	assert_int_equal(mmk_prof_register(d.dir, 0x3ffffff0), -ESRCH);
+	assert_int_equal(mmk_prof_unregister(d.dir, getpid()), -ENOENT);
+	int go;
+	pid_t c = toucher(300, &go);
+	assert_int_equal(mmk_prof_register(d.dir, c), 0);
+	assert_int_equal(mmk_prof_register(d.dir, c), -EEXIST);
+	assert_int_equal(mmk_prof_register(d.dir, 0), 0); /* self */
+	pid_t l[8];
+	assert_int_equal(mmk_prof_list(d.dir, l, 8), 2);
+	assert_int_equal(mmk_prof_unregister(d.dir, 0), 0);
+	assert_int_equal(mmk_prof_list(d.dir, l, 8), 1);
+	assert_int_equal(l[0], c);
+	/* the ring: read-only, has the REGISTER record and samples */
+	mmk_prof_ring *ring;
+	assert_int_equal(mmk_prof_ring_open(d.dir, &ring), 0);
+	assert_int_equal(write(go, "g", 1), 1);
+	usleep(100000);
+	uint64_t pos = mmk_prof_ring_oldest(ring), missed = 0;
+	mmk_prof_record r;
+	int regs = 0, samples = 0;
+	uint64_t maxmin = 0;
+	while (mmk_prof_ring_read(ring, &pos, &r, &missed) == 1) {
+		if (r.pid != c)
+			continue;
+		regs += r.kind == MMK_PROF_REGISTER;
+		samples += r.kind == MMK_PROF_SAMPLE;
+		if (r.minflt > maxmin)
+			maxmin = r.minflt;
+	}
+	assert_int_equal(regs, 1);
+	assert_true(samples >= 3);
+	assert_true(maxmin >= 300);
+	/* exit while registered: dropped automatically (zombie, not reaped yet) */
+	assert_int_equal(write(go, "g", 1), 1);
+	close(go);
+	siginfo_t si;
+	assert_int_equal(waitid(P_PID, (id_t)c, &si, WEXITED | WNOWAIT), 0);
+	int n = -1;
+	for (int i = 0; i < 100 && n != 0; i++) {
+		usleep(10000);
+		n = mmk_prof_list(d.dir, l, 8);
+	}
+	assert_int_equal(n, 0);
+	bool exit_rec = false;
+	while (mmk_prof_ring_read(ring, &pos, &r, &missed) == 1)
+		exit_rec |= r.pid == c && r.kind == MMK_PROF_EXIT;
+	assert_true(exit_rec);
+	waitpid(c, NULL, 0);
+	mmk_prof_stats sts;
+	assert_int_equal(mmk_prof_stats_get(d.dir, &sts), 0);
+	assert_true(sts.ticks > 5);
+	assert_true(sts.rate_hz > 99 && sts.rate_hz < 101);
+	mmk_prof_ring_destroy(ring);
+	assert_int_equal(mmk_prof_shutdown(d.dir), 0);
+	int status;
+	assert_int_equal(waitpid(d.pid, &status, 0), d.pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	assert_int_equal(mmk_prof_list(d.dir, l, 8) < 0, 1); /* gone */
+	rmdir(d.dir);
+}
+
+static void test_daemon_credentials(void **state)
+{
+	(void)state;
+	if (geteuid() != 0) {
+		/* unprivileged: the daemon refuses root's processes */
+		dmn d;
+		daemon_start(&d, 0, 20);
+		assert_int_equal(mmk_prof_register(d.dir, 1), -EPERM);
+		daemon_stop(&d);
+		return;
+	}
+	const uid_t nobody = 65534;
+	/* 1. another user cannot even connect to root's daemon */
+	dmn d;
+	daemon_start(&d, 0, 20);
+	pid_t c = fork();
+	if (c == 0) {
+		if (setgid(nobody) < 0 || setuid(nobody) < 0)
+			_exit(3);
+		int err = mmk_prof_register(d.dir, 0);
+		_exit(err == -EACCES ? 0 : 10 + (-err & 0xff));
+	}
+	int status;
+	waitpid(c, &status, 0);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	daemon_stop(&d);
+	/* 2. a user's daemon: the user may register its own processes, not root's */
+	daemon_start(&d, nobody, 20);
+	c = fork();
+	if (c == 0) {
+		if (setgid(nobody) < 0 || setuid(nobody) < 0)
+			_exit(3);
+		if (mmk_prof_register(d.dir, 1) != -EPERM)
+			_exit(4);
+		if (mmk_prof_register(d.dir, 0) != 0)
+			_exit(5);
+		if (mmk_prof_unregister(d.dir, 0) != 0)
+			_exit(6);
+		_exit(0);
+	}
+	waitpid(c, &status, 0);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	/* root may register anything with it */
+	assert_int_equal(mmk_prof_register(d.dir, 1), 0);
+	daemon_stop(&d);
+}
+
+static void test_csv_roundtrip(void **state)
+{
+	(void)state;
+	uint64_t seed = mmk_test_seed();
+	for (int i = 0; i < 1000; i++) {
+		mmk_prof_record r = { .t_ns = mmk_test_rand(&seed) % 100000000000000ull,
+				      .pid = (int32_t)(mmk_test_rand(&seed) % 4000000) + 1,
+				      .minflt = mmk_test_rand(&seed) >> 8,
+				      .majflt = mmk_test_rand(&seed) % 100000,
+				      .utime_ns = (mmk_test_rand(&seed) % 1000000) * 10000000ull,
+				      .stime_ns = (mmk_test_rand(&seed) % 1000000) * 10000000ull,
+				      .util_ppm = (uint32_t)(mmk_test_rand(&seed) % 2000001) };
+		r.t_ns -= r.t_ns % 1000; /* CSV keeps microseconds */
+		char line[256];
+		assert_true(mmk_prof_csv_format(&r, line, sizeof line) > 0);
+		mmk_prof_record b;
+		assert_int_equal(mmk_prof_csv_parse(line, &b), 0);
+		assert_int_equal(b.pid, r.pid);
+		assert_int_equal(b.minflt, r.minflt);
+		assert_int_equal(b.majflt, r.majflt);
+		assert_true(b.t_ns / 1000 == r.t_ns / 1000);
+		assert_int_equal(b.utime_ns, r.utime_ns);
+		assert_int_equal(b.stime_ns, r.stime_ns);
+		assert_int_equal(b.util_ppm, r.util_ppm);
+	}
+	mmk_prof_record b;
+	assert_int_equal(mmk_prof_csv_parse("1.0,2,3,4,5.0,6.0", &b), -EINVAL);
+	assert_int_equal(mmk_prof_csv_parse("1.0,2,3,4,5.0,6.0,0.5,extra", &b), -EINVAL);
+	assert_int_equal(mmk_prof_csv_parse("t_s,pid,minflt,majflt,utime_s,stime_s,util", &b), -EINVAL);
+	assert_int_equal(mmk_prof_csv_parse("1.5,2,3,4,5.0,6.0,0.5\n", &b), 0);
+}
+
+static void test_procstat_parse(void **state)
+{
+	(void)state;
+	/* a command name with spaces and parentheses */
+	int fd = memfd_create("stat", MFD_CLOEXEC);
+	const char *line = "123 (a) b (c) S 1 2 3 4 5 6 70 8 90 10 300 400 5 6 20 0 3 0 99 1 1\n";
+	assert_int_equal(write(fd, line, strlen(line)), (ssize_t)strlen(line));
+	mmk__procstat ps;
+	assert_int_equal(mmk__procstat_read(fd, &ps), 0);
+	assert_int_equal(ps.state, 'S');
+	assert_int_equal(ps.minflt, 70);
+	assert_int_equal(ps.cminflt, 8);
+	assert_int_equal(ps.majflt, 90);
+	assert_int_equal(ps.cmajflt, 10);
+	assert_int_equal(ps.nthreads, 3);
+	uint64_t tk = 1000000000ull / (uint64_t)sysconf(_SC_CLK_TCK);
+	assert_int_equal(ps.utime_ns, 300 * tk);
+	assert_int_equal(ps.stime_ns, 400 * tk);
+	close(fd);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_ring_basic),
+		cmocka_unit_test(test_ring_stress),
+		cmocka_unit_test(test_procstat_parse),
+		cmocka_unit_test(test_sampler_accuracy),
+		cmocka_unit_test(test_sampler_exit),
+		cmocka_unit_test(test_sampler_pid_reuse),
+		cmocka_unit_test(test_timer_no_drift),
+		cmocka_unit_test(test_daemon_control),
+		cmocka_unit_test(test_daemon_credentials),
+		cmocka_unit_test(test_csv_roundtrip),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

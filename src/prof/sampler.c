@@ -10,7 +10,8 @@
  *    live and exited: faults are per process.  CPU times are in clock ticks
  *    (sysconf(_SC_CLK_TCK)); schedstat (optional) adds ns resolution for the
  *    utilisation of single-threaded targets.
- *  - A target whose stat shows state 'Z' (zombie) or fails with ESRCH is
+ *  - A target whose stat shows state 'Z' (zombie) while its pidfd is readable
+ *    (the whole thread group exited), or whose stat fails with ESRCH, is
  *    dropped with one EXIT record; a zombie's counters are final and exact.
  *  - Counters are reported relative to the values at registration
  *    (ABSOLUTE: relative to zero).  Records are emitted in target order.
@@ -21,6 +22,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -341,6 +343,11 @@ static int sample_one(mmk_prof_sampler *s, target *t, uint64_t tick)
 		return 1;
 	}
 	bool gone = ps.state == 'Z' || ps.state == 'X';
+	if (gone) { /* a zombie leader may still have live threads: the pidfd
+		     * turns readable only once the whole group has exited */
+		struct pollfd pf = { t->pidfd, POLLIN, 0 };
+		gone = poll(&pf, 1, 0) == 1;
+	}
 	if (t->schedfd >= 0 && !gone && mmk__schedstat_read(t->schedfd, &ps.run_ns) < 0)
 		ps.run_ns = 0;
 	bool ch = t->flags & MMK_PROF_ADD_CHILDREN;

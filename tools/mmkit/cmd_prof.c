@@ -94,8 +94,9 @@ static int cmd_daemon(int argc, char **argv)
 		}
 	}
 	catch_signals();
-	int pfd[2];
-	if (pipe2(pfd, O_CLOEXEC) < 0)
+	signal(SIGPIPE, SIG_IGN);
+	int pfd[2] = { -1, -1 };
+	if (detach && pipe2(pfd, O_CLOEXEC) < 0)
 		return mmk_tool_fail("pipe", -errno);
 	if (detach) {
 		pid_t p = fork();
@@ -122,7 +123,8 @@ static int cmd_daemon(int argc, char **argv)
 				close(nul);
 		}
 	}
-	close(pfd[0]);
+	if (detach)
+		close(pfd[0]);
 	o.ready_fd = pfd[1];
 	int err = mmk_prof_daemon_run(&o);
 	if (err < 0)
@@ -321,6 +323,8 @@ static void session_emit(const mmk_prof_record *r, void *arg)
 		fprintf(s->csv, "%s\n", line);
 	}
 	proc_sum *p = find_sum(s, r->pid);
+	if (p && r->kind == MMK_PROF_EXIT) /* final totals, read from the zombie */
+		p->fin = *r;
 	if (p && r->kind != MMK_PROF_REGISTER) {
 		uint64_t f = r->minflt + r->majflt;
 		if (r->t_ns > p->last_t) {
@@ -430,8 +434,9 @@ static int session_loop(session *s)
 			siginfo_t si = {0};
 			if (waitid(P_PID, (id_t)p->pid, &si, WEXITED | WNOHANG | WNOWAIT) < 0 || si.si_pid != p->pid)
 				continue;
-			if (mmk_prof_sampler_finish(s->smp, p->pid, &p->fin) < 0)
-				memset(&p->fin, 0, sizeof p->fin);
+			/* -ENOENT: a tick already saw the zombie and emitted its EXIT
+			 * record (kept in p->fin by session_emit) */
+			mmk_prof_sampler_finish(s->smp, p->pid, &p->fin);
 			wait4(p->pid, &p->status, 0, &p->ru);
 			p->done = true;
 			p->end_s = (double)mmk_prof_now_ns() / 1e9;
@@ -692,7 +697,8 @@ static int cmd_run(int argc, char **argv)
 	int err = session_open(&s, rate, csv, flags);
 	if (err < 0)
 		return mmk_tool_fail("prof run", err);
-	err = session_spawn(&s, argv + i, argv[i]);
+	const char *base = strrchr(argv[i], '/');
+	err = session_spawn(&s, argv + i, base ? base + 1 : argv[i]);
 	if (err < 0) {
 		session_close(&s);
 		return mmk_tool_fail("prof run: start", err);
@@ -775,6 +781,10 @@ static void env_prepare(env_setup *e, long swap_mb, long limit_mb, bool want)
 	memset(e, 0, sizeof *e);
 	if (!want) {
 		snprintf(e->note, sizeof e->note, "no swap/cgroup set up (--no-swap): major faults cannot appear");
+		return;
+	}
+	if (limit_mb <= 0) {
+		snprintf(e->note, sizeof e->note, "no memory limit (use --mem-limit MB for memory pressure)");
 		return;
 	}
 	if (geteuid() != 0) {
@@ -922,14 +932,13 @@ static int case1(const char *exe, const char *out, bool quick, env_setup *env)
 		printf("   interpretation: %s faults at %.0f/s, %s at %.0f/s (ratio %.1f); completion %.1f s vs %.1f s\n",
 		       s.p[0].label, r0, s.p[1].label, r1, r1 > 0 ? r0 / r1 : 0, s.p[0].end_s - s.p[0].start_s,
 		       s.p[1].end_s - s.p[1].start_s);
-		session_close(&s);
-		if (!have_gnuplot()) {
+		if (!have_gnuplot())
 			printf("   plot skipped: gnuplot not found\n");
-		} else if ((err = plot_faults(csv, png, title, lm, 2)) < 0) {
-			return err;
-		} else {
+		else if ((err = plot_faults(csv, png, title, lm, 2)) == 0)
 			printf("   plot: %s\n   data: %s\n", png, csv);
-		}
+		session_close(&s); /* after the plot: lm points into s */
+		if (err < 0)
+			return err;
 	}
 	printf("   reading: random access over %ld MiB faults on nearly every access until the region is resident,\n"
 	       "   so fault counts grow with the access rate; the locality program touches a 1 MiB window that\n"
@@ -943,7 +952,7 @@ static int case2(const char *exe, const char *out, bool quick, env_setup *env)
 	static const long quick_n[] = { 1, 2, 4, 6 };
 	const long *ns = quick ? quick_n : full_n;
 	size_t nn = quick ? 4 : 6;
-	long mb = quick ? 48 : 200, acc = quick ? 3000 : 10000, iters = quick ? 3 : 20, period = quick ? 200 : 1000;
+	long mb = quick ? 32 : 200, acc = quick ? 8000 : 10000, iters = quick ? 3 : 20, period = quick ? 200 : 1000;
 	printf("== case study 2: total CPU utilisation of N copies of work %ld R %ld (%s)\n", mb, acc,
 	       quick ? "quick" : "full");
 	printf("   setup: %s\n", env->note);
@@ -955,7 +964,8 @@ static int case2(const char *exe, const char *out, bool quick, env_setup *env)
 		return -errno;
 	fprintf(d, "# N total_util mean_completion_s minflt majflt\n");
 	printf("   %4s %10s %14s %12s %12s %10s\n", "N", "util", "completion_s", "minflt", "majflt", "exact");
-	double best = 0, ut[8] = {0};
+	double best = 0, ut[8] = {0}, comps[8] = {0};
+	unsigned long long majs[8] = {0};
 	long bestn = 0;
 	for (size_t k = 0; k < nn && !g_stop; k++) {
 		work_spec w[32];
@@ -983,6 +993,8 @@ static int case2(const char *exe, const char *out, bool quick, env_setup *env)
 		comp /= (double)s.np;
 		double util = s.end_s > 0 ? cpu / s.end_s : 0;
 		ut[k] = util;
+		comps[k] = comp;
+		majs[k] = ma;
 		if (util > best)
 			best = util, bestn = ns[k];
 		fprintf(d, "%ld %.6f %.3f %llu %llu\n", ns[k], util, comp, mi, ma);
@@ -1004,13 +1016,26 @@ static int case2(const char *exe, const char *out, bool quick, env_setup *env)
 			break;
 		}
 	}
+	long majn = 0;
+	for (size_t k = 0; k < nn && !majn; k++)
+		if (majs[k] > 100 * (unsigned long long)ns[k])
+			majn = ns[k];
+	if (majn)
+		printf("   major faults appear from N = %ld (the working sets exceed the memory limit); mean completion "
+		       "time goes from %.2f s (N = %ld) to %.2f s (N = %ld).\n",
+		       majn, comps[0], ns[0], comps[nn - 1], ns[nn - 1]);
+	else
+		printf("   no significant major faults (%s).\n",
+		       env->cg ? "the working sets fit the limit" : "no swap/memory limit");
 	printf("   interpretation: utilisation peaks at %.3f CPUs with N = %ld; ", best, bestn);
 	if (collapse)
 		printf("it collapses at N = %ld (%.3f CPUs): the working sets exceed memory and the processes wait "
 		       "on major faults (thrashing).\n", collapse, cut);
 	else
 		printf("no collapse in this range (%s).\n",
-		       env->cg ? "memory was not exhausted" : "no memory limit: no thrashing");
+		       majn ? "the faulting processes spend CPU on reclaim and swap-in, so utilisation "
+			      "keeps rising while the work gets slower"
+			    : env->cg ? "memory was not exhausted" : "no memory limit: no thrashing");
 	if (!have_gnuplot()) {
 		printf("   plot skipped: gnuplot not found\n");
 		return 0;
@@ -1062,7 +1087,7 @@ static int cmd_case(int argc, char **argv)
 	if (!realpath(out, absout))
 		return mmk_tool_fail(out, -errno);
 	if (limit < 0) /* case 2 thrashes past ~16 x 200 MiB; case 1 runs unconstrained */
-		limit = which == 2 ? (quick ? 160 : 3584) : 0;
+		limit = which == 2 ? (quick ? 96 : 3584) : 0;
 	if (swap_mb < 0)
 		swap_mb = quick ? 512 : 4096;
 	catch_signals();

@@ -212,7 +212,10 @@ run_kernel() { # series
       local verdict=PASS
       if [ "$rc" != 0 ] || [ "$run" = - ]; then
         verdict=FAIL; ok=0
-        if [ "$rc" = 124 ]; then why+=("$t ($who): timed out after ${ptimeout}s in the guest")
+        # busybox timeout: the child's TERM status (143), or KILL (137)
+        if { [ "$rc" = 124 ] || [ "$rc" = 143 ] || [ "$rc" = 137 ]; } &&
+           awk -v a="$tl" -v b="$ptimeout" 'BEGIN { exit !(a >= b - 0.5) }'; then
+          why+=("$t ($who): timed out after ${ptimeout}s in the guest")
         elif [ "$run" = - ]; then why+=("$t ($who): exit $rc without a cmocka summary (crash?)")
         else why+=("$t ($who): exit $rc, $f failed"); fi
       fi

@@ -12,7 +12,9 @@
 
 #include <mmkit/common.h>
 #include <mmkit/features.h>
+#include <mmkit/snapshot.h>
 #include <mmkit/sfork.h>
+#include <mmkit/prof.h>
 #if __has_include(<mmkit/pagetab.h>)
 #include <mmkit/pagetab.h>
 #endif

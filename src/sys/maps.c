@@ -29,7 +29,9 @@ static int ml_push(mmk__maplist *ml, const mmk__map *m)
 {
 	if (ml->n == ml->cap) {
 		size_t ncap = ml->cap ? ml->cap * 2 : 64;
-		mmk__map *nv = realloc(ml->v, ncap * sizeof *nv);
+		/* mmkit's own memory: a process snapshot may restore the heap
+		 * while the engine still holds this list */
+		mmk__map *nv = mmk__self_realloc(ml->v, ncap * sizeof *nv);
 		if (!nv)
 			return -ENOMEM;
 		ml->v = nv;
@@ -41,7 +43,7 @@ static int ml_push(mmk__maplist *ml, const mmk__map *m)
 
 void mmk__maplist_free(mmk__maplist *ml)
 {
-	free(ml->v);
+	mmk__self_release(ml->v);
 	ml->v = NULL;
 	ml->n = ml->cap = 0;
 }
@@ -59,7 +61,7 @@ static void classify(mmk__map *m, uintptr_t sp)
 		m->flags |= MMK__MAP_SPECIAL; /* [vdso] [vvar] [vsyscall] [uprobes] */
 	if (sp >= m->start && sp < m->end)
 		m->flags |= MMK__MAP_STACK;
-	if (mmk__self_contains(m->start, m->end))
+	if (mmk__self_covers(m->start, m->end))
 		m->flags |= MMK__MAP_SELF;
 	else {
 		const char *self = NULL;
@@ -117,7 +119,9 @@ static int read_procfs(mmk__maplist *ml, uintptr_t sp)
 	/* Read the whole text first: reading while we allocate could change
 	 * the address space between chunks. */
 	size_t cap = 16384, len = 0;
-	char *buf = malloc(cap);
+	/* mmkit's own memory, not malloc: process snapshots call this while
+	 * malloc's state may be about to be rolled back */
+	char *buf = mmk__self_calloc(1, cap);
 	int rc = 0;
 	if (!buf) {
 		close(fd);
@@ -125,7 +129,7 @@ static int read_procfs(mmk__maplist *ml, uintptr_t sp)
 	}
 	for (;;) {
 		if (cap - len < 4096) {
-			char *nb = realloc(buf, cap * 2);
+			char *nb = mmk__self_realloc(buf, cap * 2);
 			if (!nb) {
 				rc = -ENOMEM;
 				goto out;
@@ -158,7 +162,7 @@ static int read_procfs(mmk__maplist *ml, uintptr_t sp)
 		line = nl + 1;
 	}
 out:
-	free(buf);
+	mmk__self_release(buf);
 	close(fd);
 	return rc;
 }

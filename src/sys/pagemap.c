@@ -57,18 +57,27 @@ long mmk__pagemap_scan_raw(struct pm_scan_arg *arg)
 long mmk__pagemap_scan_written(uintptr_t start, uintptr_t end, bool reprotect,
 			       mmk__range_fn fn, void *arg)
 {
+	return mmk__pagemap_scan(start, end,
+				 reprotect ? (PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC) : 0,
+				 PAGE_IS_WRITTEN, 0, fn, arg);
+}
+
+long mmk__pagemap_scan(uintptr_t start, uintptr_t end, uint64_t flags, uint64_t mask,
+		       uint64_t anyof, mmk__range_fn fn, void *arg)
+{
 	struct page_region vec[SCAN_VEC];
 	long pages = 0;
 	while (start < end) {
 		struct pm_scan_arg a = {
 			.size = sizeof a,
-			.flags = reprotect ? (PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC) : 0,
+			.flags = flags,
 			.start = start,
 			.end = end,
 			.vec = (uintptr_t)vec,
 			.vec_len = SCAN_VEC,
-			.category_mask = PAGE_IS_WRITTEN,
-			.return_mask = PAGE_IS_WRITTEN,
+			.category_mask = mask,
+			.category_anyof_mask = anyof,
+			.return_mask = mask | anyof,
 		};
 		long n = mmk__pagemap_scan_raw(&a);
 		if (n < 0)

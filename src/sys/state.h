@@ -12,11 +12,12 @@
 #define MMK_SYS_STATE_H
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include "sys/sys.h"
 #include <mmkit/features.h>
 
-#define MMK__SELF_MAX 1024
+#define MMK__SELF_MAX 4096
 
 typedef struct mmk__state {
 	/* features probe (probe.c) */
@@ -36,8 +37,14 @@ typedef struct mmk__state {
 	const char *self_path; /* libmmkit.so path, or NULL when linked statically */
 	char self_path_buf[256];
 
-	/* subsystem singletons */
-	void *mmcontext;       /* snapshot/mmcontext.c */
+	/* snapshot engine (snapshot/): every tracked region of every object,
+	 * read lock-free by the SIGBUS handler; writers hold snap_lock */
+	pthread_mutex_t snap_lock;
+	void *_Atomic snap_regions[MMK__SELF_MAX];
+	_Atomic size_t snap_nregions;
+	struct sigaction snap_old_sigbus;
+	bool snap_handler_installed;
+	void *mmcontext;       /* snapshot/mmcontext.c: the process-wide context */
 } mmk__state;
 
 MMK_HIDDEN mmk__state *mmk__st(void);

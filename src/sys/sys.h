@@ -70,6 +70,11 @@ typedef int (*mmk__range_fn)(uintptr_t start, uintptr_t end, void *arg);
  * -errno, or the callback's non-zero value (as is).  AS-safe. */
 MMK_HIDDEN long mmk__pagemap_scan_written(uintptr_t start, uintptr_t end, bool reprotect,
 					  mmk__range_fn fn, void *arg);
+/* General form: ranges of pages whose categories match
+ * (cat ^ inverted) & mask == mask and, if anyof, & anyof != 0; `flags` are
+ * PM_SCAN_* (WP_MATCHING re-protects what matched).  Same completion rule. */
+MMK_HIDDEN long mmk__pagemap_scan(uintptr_t start, uintptr_t end, uint64_t flags, uint64_t mask,
+				  uint64_t anyof, mmk__range_fn fn, void *arg);
 /* One raw PAGEMAP_SCAN call (used by the probe and tests). */
 MMK_HIDDEN long mmk__pagemap_scan_raw(struct pm_scan_arg *arg);
 
@@ -84,7 +89,7 @@ enum {
 	MMK__MAP_STACK   = 1u << 2, /* [stack] or a thread's stack */
 	MMK__MAP_HEAP    = 1u << 3, /* [heap] (the brk area) */
 	MMK__MAP_SPECIAL = 1u << 4, /* [vdso] [vvar] [vsyscall] ... */
-	MMK__MAP_SELF    = 1u << 5, /* belongs to mmkit itself */
+	MMK__MAP_SELF    = 1u << 5, /* entirely mmkit's own (partly: see mmk__self_subtract) */
 	MMK__MAP_NORESERVE_HUGE = 1u << 6, /* sanitizer-shadow-like giant reservations */
 };
 
@@ -120,7 +125,17 @@ MMK_HIDDEN bool mmk__map_is_snapshot_candidate(const mmk__map *m);
  * mmk__self_alloc() returns page-aligned zeroed memory or NULL. */
 MMK_HIDDEN void *mmk__self_alloc(size_t len);
 MMK_HIDDEN void mmk__self_free(void *p, size_t len);
-MMK_HIDDEN bool mmk__self_contains(uintptr_t start, uintptr_t end);
+MMK_HIDDEN bool mmk__self_contains(uintptr_t start, uintptr_t end); /* any overlap */
+MMK_HIDDEN bool mmk__self_covers(uintptr_t start, uintptr_t end);   /* entirely */
+/* Call fn for each part of [a, b) that is not mmkit's own memory (the kernel
+ * may have merged a self mapping with a neighbour); stops on non-zero. */
+MMK_HIDDEN int mmk__self_subtract(uintptr_t a, uintptr_t b,
+				  int (*fn)(uintptr_t, uintptr_t, void *), void *arg);
+/* calloc/realloc/free work-alikes in mmkit's own memory (page-granular:
+ * for structures, not for many tiny objects).  Not async-signal-safe. */
+MMK_HIDDEN void *mmk__self_calloc(size_t n, size_t size);
+MMK_HIDDEN void *mmk__self_realloc(void *p, size_t size);
+MMK_HIDDEN void mmk__self_release(void *p);
 /* [start,end) of the ELF object mmkit was loaded from (its .so), or zero if
  * linked statically. */
 MMK_HIDDEN void mmk__self_object(const char **path);

@@ -1,0 +1,245 @@
+/*
+ * snapshot/lazy.c - the lazy backend: copy-on-first-write through
+ * synchronous userfaultfd write-protect faults delivered as SIGBUS.
+ *
+ * Invariants, for region r at object depth d:
+ *   - every page of r is write-protected except the pages in levels[0]
+ *     (written since the last push/restore);
+ *   - at d >= 1 (and r born), levels[d] holds image(L_d) of exactly the
+ *     pages written since L_d, so memory and time are proportional to the
+ *     pages written, never to the region;
+ *   - the SIGBUS handler only reads the lock-free region registry, copies
+ *     into preallocated page stores and makes one ioctl: it allocates
+ *     nothing and takes no lock (async-signal-safe).
+ * A SIGBUS that is not a write fault on a lazy region goes to mmk_try (if a
+ * try is running on this thread) or to the handler installed before
+ * mmkit's; SIG_DFL/SIG_IGN there means the default action (the fault is
+ * re-raised with the default disposition).
+ * Anonymous and shmem mappings only (the kernel refuses sync WP on private
+ * file mappings).  Without UFFD_FEATURE_WP_UNPOPULATED, untouched pages are
+ * read-populated first so that the protection covers them.
+ */
+#include "snapshot/snap.h"
+#include "sys/state.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+static int ensure_uffd(mmk_snap *s)
+{
+	if (s->uffd_lazy.fd >= 0)
+		return 0;
+	uint64_t f = UFFD_FEATURE_SIGBUS;
+	if (mmk_features_get()->uffd_wp_unpopulated)
+		f |= UFFD_FEATURE_WP_UNPOPULATED;
+	int rc = mmk__uffd_open(&s->uffd_lazy, f, 0);
+	return rc == -EOPNOTSUPP ? MMK_ENOFEAT : rc;
+}
+
+static size_t rlen(const mmk__region *r)
+{
+	return r->end - r->start;
+}
+
+/* ---- the SIGBUS handler ---------------------------------------------------------- */
+
+static mmk__region *find_lazy(uintptr_t a)
+{
+	mmk__state *st = mmk__st();
+	size_t n = atomic_load(&st->snap_nregions);
+	for (size_t i = 0; i < n; i++) {
+		mmk__region *r = atomic_load(&st->snap_regions[i]);
+		if (r && r->be == &mmk__be_lazy && a >= r->start && a < r->end)
+			return r;
+	}
+	return NULL;
+}
+
+static void chain(int sig, siginfo_t *si, void *uc)
+{
+	mmk__try_crash(sig); /* does not return if a mmk_try takes it */
+	struct sigaction *old = &mmk__st()->snap_old_sigbus;
+	if (old->sa_flags & SA_SIGINFO) {
+		if (old->sa_sigaction) {
+			old->sa_sigaction(sig, si, uc);
+			return;
+		}
+	} else if (old->sa_handler != SIG_DFL && old->sa_handler != SIG_IGN) {
+		old->sa_handler(sig);
+		return;
+	}
+	/* default action: restore it and let the fault happen again */
+	signal(sig, SIG_DFL);
+}
+
+static void on_sigbus(int sig, siginfo_t *si, void *uc)
+{
+	int saved_errno = errno;
+	uintptr_t a = (uintptr_t)si->si_addr;
+	mmk__region *r = si->si_code == BUS_ADRERR ? find_lazy(a) : NULL;
+	if (!r) {
+		chain(sig, si, uc);
+		errno = saved_errno;
+		return;
+	}
+	mmk_snap *s = r->owner;
+	uintptr_t page = MMK__PAGE_DOWN(a);
+	size_t i = (page - r->start) / MMK__PAGE;
+	if (s->depth >= 1 && r->birth <= s->depth && r->levels[s->depth].area)
+		mmk__pstore_put(&r->levels[s->depth], i, (void *)page);
+	mmk__pstore_add(&r->levels[0], i);
+	if (mmk__uffd_wp(&s->uffd_lazy, page, MMK__PAGE, false) < 0) {
+		/* cannot unprotect: not a state we can continue from */
+		chain(sig, si, uc);
+	}
+	errno = saved_errno;
+}
+
+int mmk__lazy_install_handler(void)
+{
+	mmk__state *st = mmk__st();
+	int rc = 0;
+	pthread_mutex_lock(&st->snap_lock);
+	if (st->snap_handler_installed) {
+		/* Someone may have replaced it since (test frameworks, crash
+		 * reporters): take it back, chaining to theirs. */
+		struct sigaction cur;
+		if (sigaction(SIGBUS, NULL, &cur) == 0 &&
+		    (!(cur.sa_flags & SA_SIGINFO) || cur.sa_sigaction != on_sigbus))
+			st->snap_handler_installed = false;
+	}
+	if (!st->snap_handler_installed) {
+		struct sigaction sa;
+		memset(&sa, 0, sizeof sa);
+		sa.sa_sigaction = on_sigbus;
+		sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_NODEFER;
+		sigemptyset(&sa.sa_mask);
+		if (sigaction(SIGBUS, &sa, &st->snap_old_sigbus) < 0)
+			rc = -errno;
+		else
+			st->snap_handler_installed = true;
+	}
+	pthread_mutex_unlock(&st->snap_lock);
+	return rc;
+}
+
+/* ---- backend ------------------------------------------------------------------------ */
+
+static int protect_all(mmk_snap *s, mmk__region *r)
+{
+	if (!mmk_features_get()->uffd_wp_unpopulated) {
+		/* make every page present (zero page for untouched ones) so the
+		 * protection covers it */
+		for (uintptr_t a = r->start; a < r->end; a += MMK__PAGE)
+			(void)*(volatile char *)a;
+	}
+	return mmk__uffd_wp(&s->uffd_lazy, r->start, rlen(r), true);
+}
+
+static int l_attach(mmk_snap *s, mmk__region *r)
+{
+	int rc = ensure_uffd(s);
+	if (rc < 0)
+		return rc;
+	if ((rc = mmk__lazy_install_handler()) < 0)
+		return rc;
+	if (!mmk__level(r, 0))
+		return -ENOMEM;
+	rc = mmk__uffd_register(&s->uffd_lazy, r->start, rlen(r), UFFDIO_REGISTER_MODE_WP);
+	if (rc == -EINVAL && (r->map_flags & MMK__MAP_FILE))
+		return MMK_ENOFEAT; /* sync WP refuses private file mappings */
+	if (rc < 0)
+		return rc;
+	rc = protect_all(s, r);
+	if (rc < 0)
+		mmk__uffd_unregister(&s->uffd_lazy, r->start, rlen(r));
+	return rc;
+}
+
+static void l_detach(mmk_snap *s, mmk__region *r)
+{
+	if (!r->gone)
+		mmk__uffd_unregister(&s->uffd_lazy, r->start, rlen(r));
+}
+
+/* re-protect the pages written since the last push/restore, in runs */
+static int reprotect(mmk_snap *s, mmk__region *r)
+{
+	mmk__pstore *u = &r->levels[0];
+	int rc = 0;
+	size_t k = 0;
+	while (k < u->n) {
+		size_t i = u->idx[k], j = k + 1;
+		while (j < u->n && u->idx[j] == u->idx[j - 1] + 1)
+			j++;
+		int e = mmk__uffd_wp(&s->uffd_lazy, r->start + i * MMK__PAGE, (j - k) * MMK__PAGE, true);
+		if (e < 0 && !rc)
+			rc = e;
+		k = j;
+	}
+	r->last_dirty = u->n;
+	mmk__pstore_clear(u, false);
+	return rc;
+}
+
+static int l_push(mmk_snap *s, mmk__region *r, int nd)
+{
+	mmk__pstore *st = mmk__level(r, nd);
+	if (!st)
+		return -ENOMEM;
+	mmk__pstore_clear(st, false);
+	return reprotect(s, r);
+}
+
+static int l_restore(mmk_snap *s, mmk__region *r, int d)
+{
+	mmk__pstore *st = &r->levels[d];
+	for (size_t k = 0; k < st->n; k++) {
+		size_t i = st->idx[k];
+		memcpy((char *)r->start + i * MMK__PAGE, mmk__pstore_page(st, i), MMK__PAGE);
+	}
+	mmk__pstore_clear(st, true);
+	return reprotect(s, r);
+}
+
+static int l_drop(mmk_snap *s, mmk__region *r, int d)
+{
+	(void)s;
+	mmk__pstore *st = &r->levels[d];
+	if (d >= 2 && st->n) {
+		/* pages first written after L_d but not after L_{d-1} had the
+		 * same content at both: their L_d image is their L_{d-1} image */
+		mmk__pstore *below = mmk__level(r, d - 1);
+		if (!below)
+			return -ENOMEM;
+		for (size_t k = 0; k < st->n; k++) {
+			size_t i = st->idx[k];
+			mmk__pstore_put(below, i, mmk__pstore_page(st, i));
+		}
+	}
+	mmk__pstore_clear(st, true);
+	return 0;
+}
+
+static size_t l_bytes(const mmk__region *r)
+{
+	size_t n = 0;
+	for (int i = 1; r->levels && i <= MMK__SNAP_MAX_DEPTH; i++)
+		n += r->levels[i].n * MMK__PAGE;
+	return n;
+}
+
+const mmk__backend mmk__be_lazy = {
+	.name = "lazy",
+	.id = MMK_SNAP_LAZY,
+	.attach = l_attach,
+	.detach = l_detach,
+	.push = l_push,
+	.restore = l_restore,
+	.drop = l_drop,
+	.bytes = l_bytes,
+};

@@ -1,0 +1,545 @@
+/*
+ * snapshot/snap.c - snapshot objects: regions, the save-point stack, the
+ * public API, page stores and the cross-object region registry.
+ *
+ * Invariants: (1) every region of every live object is in the registry
+ * (sys/state.h snap_regions) exactly while it is attached, so overlapping
+ * claims fail with -EBUSY and the SIGBUS handler can find lazy regions
+ * without locks; (2) an operation on an object is applied to all its regions
+ * or, on failure before any memory changed, to none: save pushes region by
+ * region and unwinds the pushed ones on error; (3) s->depth is the number of
+ * save points every region's backend holds.
+ */
+#include "snapshot/snap.h"
+#include "sys/state.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+/* ---- page stores -------------------------------------------------------------- */
+
+static size_t pstore_bytes(size_t npages)
+{
+	return npages * MMK__PAGE + MMK__PAGE_UP((npages + 63) / 64 * 8) +
+	       MMK__PAGE_UP(npages * sizeof(uint32_t));
+}
+
+int mmk__pstore_init(mmk__pstore *ps, size_t npages)
+{
+	memset(ps, 0, sizeof *ps);
+	char *m = mmk__self_alloc(pstore_bytes(npages));
+	if (!m)
+		return -ENOMEM;
+	ps->area = m;
+	ps->bits = (uint64_t *)(m + npages * MMK__PAGE);
+	ps->idx = (uint32_t *)((char *)ps->bits + MMK__PAGE_UP((npages + 63) / 64 * 8));
+	ps->npages = npages;
+	return 0;
+}
+
+void mmk__pstore_fini(mmk__pstore *ps)
+{
+	if (ps->area)
+		mmk__self_free(ps->area, pstore_bytes(ps->npages));
+	memset(ps, 0, sizeof *ps);
+}
+
+int mmk__pstore_put(mmk__pstore *ps, size_t i, const void *src)
+{
+	if (mmk__pstore_has(ps, i))
+		return 0;
+	memcpy(ps->area + i * MMK__PAGE, src, MMK__PAGE);
+	ps->bits[i >> 6] |= 1ULL << (i & 63);
+	ps->idx[ps->n++] = (uint32_t)i;
+	return 1;
+}
+
+/* Release held pages to the kernel only past this many: small working sets
+ * are reused by the next cycle and madvise costs ~0.1 us a page. */
+#define PSTORE_KEEP_PAGES 256
+
+void mmk__pstore_clear(mmk__pstore *ps, bool release_memory)
+{
+	for (size_t k = 0; k < ps->n; k++) {
+		size_t i = ps->idx[k];
+		ps->bits[i >> 6] &= ~(1ULL << (i & 63));
+	}
+	if (release_memory && ps->n > PSTORE_KEEP_PAGES)
+		madvise(ps->area, ps->npages * MMK__PAGE, MADV_DONTNEED);
+	ps->n = 0;
+}
+
+mmk__pstore *mmk__level(mmk__region *r, int i)
+{
+	if (!r->levels) {
+		r->levels = mmk__self_calloc(MMK__SNAP_MAX_DEPTH + 1, sizeof *r->levels);
+		if (!r->levels)
+			return NULL;
+	}
+	mmk__pstore *ps = &r->levels[i];
+	if (!ps->area && mmk__pstore_init(ps, r->npages) < 0)
+		return NULL;
+	return ps;
+}
+
+/* ---- registry ----------------------------------------------------------------- */
+
+bool mmk__snap_overlaps(uintptr_t start, uintptr_t end)
+{
+	mmk__state *st = mmk__st();
+	size_t n = atomic_load(&st->snap_nregions);
+	for (size_t i = 0; i < n; i++) {
+		mmk__region *r = atomic_load(&st->snap_regions[i]);
+		if (r && start < r->end && end > r->start)
+			return true;
+	}
+	return false;
+}
+
+int mmk__snap_claim(mmk__region *r)
+{
+	mmk__state *st = mmk__st();
+	int rc = 0;
+	pthread_mutex_lock(&st->snap_lock);
+	size_t n = atomic_load(&st->snap_nregions);
+	if (mmk__snap_overlaps(r->start, r->end)) {
+		rc = -EBUSY;
+	} else {
+		size_t i;
+		for (i = 0; i < n; i++)
+			if (!atomic_load(&st->snap_regions[i]))
+				break;
+		if (i == MMK__SELF_MAX)
+			rc = -ENOMEM;
+		else {
+			atomic_store(&st->snap_regions[i], r);
+			if (i == n)
+				atomic_store(&st->snap_nregions, n + 1);
+		}
+	}
+	pthread_mutex_unlock(&st->snap_lock);
+	return rc;
+}
+
+void mmk__snap_unclaim(mmk__region *r)
+{
+	mmk__state *st = mmk__st();
+	pthread_mutex_lock(&st->snap_lock);
+	size_t n = atomic_load(&st->snap_nregions);
+	for (size_t i = 0; i < n; i++)
+		if (atomic_load(&st->snap_regions[i]) == r)
+			atomic_store(&st->snap_regions[i], NULL);
+	while (n > 0 && !atomic_load(&st->snap_regions[n - 1]))
+		n--;
+	atomic_store(&st->snap_nregions, n);
+	pthread_mutex_unlock(&st->snap_lock);
+}
+
+/* ---- backend choice --------------------------------------------------------------- */
+
+#define COPY_MAX (64UL << 10)
+#define LAZY_MIN (64UL << 20)
+
+static const mmk__backend *backend_for(mmk_snap *s, uintptr_t start, uintptr_t end,
+				       unsigned map_flags, int *err)
+{
+	const mmk_features *f = mmk_features_get();
+	bool anon = !(map_flags & MMK__MAP_FILE);
+	bool heap = map_flags & MMK__MAP_HEAP;
+	bool can_async = f->uffd_wp_async && f->pagemap_scan;
+	bool can_lazy = f->uffd_wp && f->uffd_sigbus && anon;
+	size_t len = end - start;
+	*err = 0;
+	switch (s->opts.backend) {
+	case MMK_SNAP_COPY:
+		return &mmk__be_copy;
+	case MMK_SNAP_ASYNC:
+		if (!can_async)
+			*err = MMK_ENOFEAT;
+		return can_async ? &mmk__be_async : NULL;
+	case MMK_SNAP_LAZY:
+		if (!can_lazy)
+			*err = MMK_ENOFEAT;
+		return can_lazy ? &mmk__be_lazy : NULL;
+	case MMK_SNAP_AUTO:
+		break;
+	}
+	if (len < COPY_MAX)
+		return &mmk__be_copy;
+	/* The heap can shrink under us (malloc trims with brk): keep a full
+	 * copy so a restore can re-grow it; lazy holds only written pages. */
+	if (can_lazy && !heap && len >= LAZY_MIN)
+		return &mmk__be_lazy;
+	if (can_async)
+		return &mmk__be_async;
+	if (can_lazy && !heap)
+		return &mmk__be_lazy;
+	return &mmk__be_copy;
+}
+
+/* ---- regions ------------------------------------------------------------------------ */
+
+int mmk__snap_add_region(mmk_snap *s, uintptr_t start, uintptr_t end, unsigned map_flags,
+			 unsigned prot, bool automatic)
+{
+	int err;
+	const mmk__backend *be = backend_for(s, start, end, map_flags, &err);
+	if (!be)
+		return err;
+	if (s->nregions == s->cap) {
+		size_t ncap = s->cap ? s->cap * 2 : 16;
+		mmk__region **nv = mmk__self_realloc(s->regions, ncap * sizeof *nv);
+		if (!nv)
+			return -ENOMEM;
+		s->regions = nv;
+		s->cap = ncap;
+	}
+	mmk__region *r = mmk__self_calloc(1, sizeof *r);
+	if (!r)
+		return -ENOMEM;
+	r->start = start;
+	r->end = end;
+	r->npages = (end - start) / MMK__PAGE;
+	r->map_flags = map_flags;
+	r->prot = prot;
+	r->birth = s->depth + 1;
+	r->automatic = automatic;
+	r->owner = s;
+	r->ustart = start;
+	r->uend = end;
+	r->be = be;
+	int rc = mmk__snap_claim(r);
+	if (rc < 0) {
+		mmk__self_release(r);
+		return rc;
+	}
+	rc = be->attach(s, r);
+	if (rc < 0) {
+		mmk__snap_unclaim(r);
+		mmk__self_release(r);
+		return rc;
+	}
+	s->regions[s->nregions++] = r;
+	s->async_dirty = true;
+	return 0;
+}
+
+static void free_levels(mmk__region *r)
+{
+	if (r->levels) {
+		for (int i = 0; i <= MMK__SNAP_MAX_DEPTH; i++)
+			mmk__pstore_fini(&r->levels[i]);
+		mmk__self_release(r->levels);
+		r->levels = NULL;
+	}
+}
+
+void mmk__snap_remove_region(mmk_snap *s, size_t i)
+{
+	mmk__region *r = s->regions[i];
+	r->be->detach(s, r);
+	free_levels(r);
+	mmk__snap_unclaim(r);
+	mmk__self_release(r);
+	s->regions[i] = s->regions[--s->nregions];
+	s->async_dirty = true;
+}
+
+/* ---- API -------------------------------------------------------------------------------- */
+
+const char *mmk_snap_backend_name(mmk_snap_backend b)
+{
+	switch (b) {
+	case MMK_SNAP_AUTO:
+		return "auto";
+	case MMK_SNAP_COPY:
+		return "copy";
+	case MMK_SNAP_ASYNC:
+		return "async";
+	case MMK_SNAP_LAZY:
+		return "lazy";
+	}
+	return "?";
+}
+
+static int backend_from_env(mmk_snap_backend *b)
+{
+	const char *e = getenv("MMK_SNAP_BACKEND");
+	if (!e || !*e || !strcmp(e, "auto"))
+		return 0;
+	if (!strcmp(e, "copy"))
+		*b = MMK_SNAP_COPY;
+	else if (!strcmp(e, "async"))
+		*b = MMK_SNAP_ASYNC;
+	else if (!strcmp(e, "lazy"))
+		*b = MMK_SNAP_LAZY;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+int mmk_snap_create(mmk_snap **out, const mmk_snap_opts *opts)
+{
+	if (!out)
+		return -EINVAL;
+	*out = NULL;
+	mmk_snap_opts o = { 0 };
+	if (opts)
+		o = *opts;
+	if ((unsigned)o.backend > MMK_SNAP_LAZY || (o.flags & ~MMK_SNAP_PARANOID))
+		return -EINVAL;
+	if (o.backend == MMK_SNAP_AUTO && backend_from_env(&o.backend) < 0)
+		return -EINVAL;
+	const mmk_features *f = mmk_features_get();
+	if (o.backend == MMK_SNAP_ASYNC && !(f->uffd_wp_async && f->pagemap_scan))
+		return MMK_ENOFEAT;
+	if (o.backend == MMK_SNAP_LAZY && !(f->uffd_wp && f->uffd_sigbus))
+		return MMK_ENOFEAT;
+	mmk_snap *s = mmk__self_calloc(1, sizeof *s);
+	if (!s)
+		return -ENOMEM;
+	s->opts = o;
+	s->pid = getpid();
+	s->uffd_async.fd = -1;
+	s->uffd_lazy.fd = -1;
+	s->statm_fd = -1;
+	*out = s;
+	return 0;
+}
+
+int mmk_snap_add(mmk_snap *s, void *addr, size_t len)
+{
+	if (!s || len == 0)
+		return -EINVAL;
+	if (s->depth > 0)
+		return -EBUSY;
+	uintptr_t start = MMK__PAGE_DOWN(addr), end = MMK__PAGE_UP((uintptr_t)addr + len);
+	if (end <= start)
+		return -EINVAL;
+	/* The whole range must be mapped private+writable; it may span several
+	 * mappings, each becomes its own region. */
+	uintptr_t a = start;
+	size_t first = s->nregions;
+	int rc = 0;
+	while (a < end) {
+		mmk__map m;
+		rc = mmk__maps_find(a, &m);
+		if (rc < 0 || m.start > a || !(m.prot & PROT_WRITE) || (m.flags & MMK__MAP_SHARED)) {
+			rc = rc == -EBUSY ? rc : -EINVAL;
+			break;
+		}
+		uintptr_t e = m.end < end ? m.end : end;
+		if (mmk__snap_overlaps(a, e)) {
+			rc = -EBUSY;
+			break;
+		}
+		rc = mmk__snap_add_region(s, a, e, m.flags, m.prot, false);
+		if (rc < 0)
+			break;
+		/* the copy backend keeps exactly the bytes asked for */
+		mmk__region *r = s->regions[s->nregions - 1];
+		if ((uintptr_t)addr > r->ustart)
+			r->ustart = (uintptr_t)addr;
+		if ((uintptr_t)addr + len < r->uend)
+			r->uend = (uintptr_t)addr + len;
+		a = e;
+	}
+	if (rc < 0)
+		while (s->nregions > first)
+			mmk__snap_remove_region(s, s->nregions - 1);
+	return rc;
+}
+
+int mmk_snap_add_process(mmk_snap *s)
+{
+	if (!s)
+		return -EINVAL;
+	if (s->depth > 0 || s->process)
+		return -EBUSY;
+	s->process = true;
+	int rc = mmk__proc_attach_all(s);
+	if (rc < 0)
+		s->process = false;
+	return rc;
+}
+
+int mmk_snap_exclude(mmk_snap *s, void *addr, size_t len)
+{
+	if (!s || len == 0)
+		return -EINVAL;
+	if (s->depth > 0)
+		return -EBUSY;
+	void *n = mmk__self_realloc(s->excl, (s->nexcl + 1) * sizeof *s->excl);
+	if (!n)
+		return -ENOMEM;
+	s->excl = n;
+	s->excl[s->nexcl].start = MMK__PAGE_DOWN(addr);
+	s->excl[s->nexcl].end = MMK__PAGE_UP((uintptr_t)addr + len);
+	s->nexcl++;
+	if (s->process)
+		return mmk_snap_rescan(s);
+	return 0;
+}
+
+int mmk_snap_rescan(mmk_snap *s)
+{
+	if (!s)
+		return -EINVAL;
+	if (!s->process)
+		return 0;
+	s->last_brk = 0; /* force */
+	return mmk__proc_check(s, false, s->depth);
+}
+
+int mmk_snap_save(mmk_snap *s)
+{
+	if (!s)
+		return -EINVAL;
+	if (s->depth >= MMK__SNAP_MAX_DEPTH)
+		return -E2BIG;
+	if (s->process) {
+		int rc = mmk__proc_check(s, false, s->depth);
+		if (rc < 0)
+			return rc;
+		s->brk_at[s->depth + 1] = (uintptr_t)sbrk(0);
+	}
+	if (s->nregions == 0)
+		return -EINVAL;
+	int nd = s->depth + 1;
+	size_t dirty = 0;
+	int rc;
+	for (size_t i = 0; i < s->nregions; i++)
+		if (s->regions[i]->be == &mmk__be_lazy) {
+			/* one sigaction query: is our SIGBUS handler still there? */
+			if ((rc = mmk__lazy_install_handler()) < 0)
+				return rc;
+			break;
+		}
+	rc = mmk__be_async.scan_all(s, 's', nd);
+	if (rc < 0)
+		return rc;
+	for (size_t i = 0; i < s->nregions; i++) {
+		mmk__region *r = s->regions[i];
+		if (r->gone)
+			continue;
+		rc = r->be->push(s, r, nd);
+		if (rc < 0) {
+			/* unwind: the pushed ones drop the new level again */
+			for (size_t j = 0; j < i; j++)
+				if (!s->regions[j]->gone)
+					s->regions[j]->be->drop(s, s->regions[j], nd);
+			return rc;
+		}
+		dirty += r->last_dirty;
+	}
+	s->depth = nd;
+	s->saves++;
+	s->last_dirty = dirty;
+	return nd;
+}
+
+int mmk_snap_restore(mmk_snap *s)
+{
+	if (!s)
+		return -EINVAL;
+	if (s->depth == 0)
+		return -EINVAL;
+	if (s->process) {
+		int rc = mmk__proc_check(s, true, s->depth);
+		if (rc < 0)
+			return rc;
+	}
+	size_t dirty = 0;
+	int rc = mmk__be_async.scan_all(s, 'r', s->depth);
+	for (size_t i = 0; i < s->nregions; i++) {
+		mmk__region *r = s->regions[i];
+		if (r->birth > s->depth || r->gone)
+			continue; /* not in this image: process scope unmapped it */
+		int e = r->be->restore(s, r, s->depth);
+		if (e < 0 && rc == 0)
+			rc = e; /* keep going: restore as much as possible */
+		dirty += r->last_dirty;
+	}
+	s->restores++;
+	s->last_dirty = dirty;
+	return rc;
+}
+
+int mmk_snap_drop(mmk_snap *s)
+{
+	if (!s)
+		return -EINVAL;
+	if (s->depth == 0)
+		return -EINVAL;
+	int rc = 0;
+	for (size_t i = 0; i < s->nregions; i++) {
+		mmk__region *r = s->regions[i];
+		if (r->birth > s->depth)
+			continue; /* holds no state for this level */
+		int e = r->be->drop(s, r, s->depth);
+		if (e < 0 && rc == 0)
+			rc = e;
+	}
+	s->depth--;
+	return rc < 0 ? rc : s->depth;
+}
+
+int mmk_snap_depth(const mmk_snap *s)
+{
+	return s ? s->depth : -EINVAL;
+}
+
+int mmk_snap_stats_get(const mmk_snap *s, mmk_snap_stats *st)
+{
+	if (!s || !st)
+		return -EINVAL;
+	memset(st, 0, sizeof *st);
+	st->regions = s->nregions;
+	const mmk__backend *only = NULL;
+	bool mixed = false;
+	for (size_t i = 0; i < s->nregions; i++) {
+		const mmk__region *r = s->regions[i];
+		st->pages_tracked += r->npages;
+		st->bytes_held += r->be->bytes(r);
+		st->regions_by_backend[r->be->id]++;
+		if (only && only != r->be)
+			mixed = true;
+		only = r->be;
+	}
+	st->pages_dirtied = s->last_dirty;
+	st->saves = s->saves;
+	st->restores = s->restores;
+	st->rescans = s->rescans;
+	st->backend = mixed ? "mixed" : only ? only->name : "none";
+	return 0;
+}
+
+void mmk_snap_destroy(mmk_snap *s)
+{
+	if (!s)
+		return;
+	if (getpid() != s->pid) {
+		/* In a forked child: the userfaultfds still belong to the
+		 * parent's address space; unregistering through them would
+		 * change the parent.  Drop them and free our copy only. */
+		mmk__uffd_close(&s->uffd_async);
+		mmk__uffd_close(&s->uffd_lazy);
+		for (size_t i = 0; i < s->nregions; i++)
+			s->regions[i]->gone = true;
+	}
+	while (s->nregions)
+		mmk__snap_remove_region(s, s->nregions - 1);
+	mmk__uffd_close(&s->uffd_async);
+	mmk__uffd_close(&s->uffd_lazy);
+	if (s->statm_fd >= 0)
+		close(s->statm_fd);
+	mmk__maplist_free(&s->maps);
+	mmk__maplist_free(&s->cand);
+	mmk__self_release(s->regions);
+	mmk__self_release(s->async_sorted);
+	mmk__self_release(s->excl);
+	mmk__self_release(s);
+}

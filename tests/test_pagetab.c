@@ -9,7 +9,9 @@
  * universe index directly (and records never move: the table must return
  * exactly the pointer it was given).
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include "test_util.h"
 
 #include <errno.h>

@@ -30,13 +30,16 @@
  *    outside foreach_dirty; inside it marks listed blocks found empty, to be
  *    dropped from the list when the walk ends.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <mmkit/pagetab.h>
 
 #include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 #ifndef NDEBUG
 #include <stdatomic.h>
@@ -160,7 +163,9 @@ static inline size_t prev_slot(const mmk_pagetab *pt, size_t i)
 	return i == 0 ? pt->nslots - 1 : i - 1;
 }
 
-/* True displacement of key word k stored at slot i. */
+/* True displacement of key word k stored at slot i (needed only for
+ * displacements >= FSAT - 1, which the key word cannot hold). */
+__attribute__((noinline, cold))
 static size_t disp_slow(const mmk_pagetab *pt, uintptr_t k, size_t i)
 {
 	size_t h = home_of(pt, k & ~LOWMASK);
@@ -201,13 +206,12 @@ static inline void mark_block(mmk_pagetab *pt, size_t slot)
  * Look for addr.  Returns true with *pos = its slot, or false with *pos =
  * the slot where it belongs and *dist = its displacement there.
  */
-static inline bool probe(const mmk_pagetab *pt, uintptr_t addr, size_t *pos,
-			 size_t *dist)
+static inline bool probe_from(const mmk_pagetab *pt, uintptr_t addr, size_t i,
+			      size_t d, size_t *pos, size_t *dist)
 {
 	const slot_t *s = pt->slots;
 	size_t n = pt->nslots;
-	size_t i = home_of(pt, addr);
-	uintptr_t t = (uintptr_t)1 << FSHIFT; /* (d + 1) << FSHIFT */
+	uintptr_t t = (uintptr_t)(d + 1) << FSHIFT;
 	for (;;) {
 		uintptr_t k = s[i].key;
 		uintptr_t f = k & FMASK;
@@ -227,35 +231,48 @@ static inline bool probe(const mmk_pagetab *pt, uintptr_t addr, size_t *pos,
 	}
 }
 
+static inline bool probe(const mmk_pagetab *pt, uintptr_t addr, size_t *pos,
+			 size_t *dist)
+{
+	return probe_from(pt, addr, home_of(pt, addr), 0, pos, dist);
+}
+
+/* The rest of a lookup that met a saturated displacement field. */
+__attribute__((noinline, cold))
+static void *lookup_slow(const mmk_pagetab *pt, uintptr_t addr, size_t i, size_t d)
+{
+	size_t pos, dist;
+	return probe_from(pt, addr, i, d, &pos, &dist) ? pt->slots[pos].rec : NULL;
+}
+
 /*
- * Store key word k (address and flags, field included) at slot i, shifting
- * the rest of the cluster from i forward by one if i is occupied.
+ * Store key word k (address and flags, field included) at slot i; if i is
+ * occupied, the rest of the cluster moves forward by one slot (a single
+ * pass carrying each displaced entry to the next slot).  Returns the slot
+ * that was empty before: i, or the end of the shifted run.
  */
-static void put_at(mmk_pagetab *pt, size_t i, uintptr_t k, void *rec)
+static size_t put_at(mmk_pagetab *pt, size_t i, uintptr_t k, void *rec)
 {
 	slot_t *s = pt->slots;
-	if (s[i].key) {
-		size_t e = i;
-		do
-			e = next_slot(pt, e);
-		while (s[e].key);
-		size_t j = e;
-		while (j != i) {
-			size_t p = prev_slot(pt, j);
-			uintptr_t pk = s[p].key;
-			if ((pk & FMASK) != FSATW)
-				pk += (uintptr_t)1 << FSHIFT;
-			s[j].key = pk;
-			s[j].rec = s[p].rec;
-			if ((pk & F_DIRTY) && (j >> BSHIFT) != (p >> BSHIFT))
-				mark_block(pt, j);
-			j = p;
-		}
-	}
-	s[i].key = k;
-	s[i].rec = rec;
+	size_t n = pt->nslots;
 	if (k & F_DIRTY)
 		mark_block(pt, i);
+	for (;;) {
+		uintptr_t ok = s[i].key;
+		void *orec = s[i].rec;
+		s[i].key = k;
+		s[i].rec = rec;
+		if (!ok)
+			return i;
+		if ((ok & FMASK) != FSATW)
+			ok += (uintptr_t)1 << FSHIFT;
+		k = ok;
+		rec = orec;
+		if (++i == n)
+			i = 0;
+		if ((k & F_DIRTY) && !(i & ((1u << BSHIFT) - 1)))
+			mark_block(pt, i); /* moved into the next block */
+	}
 }
 
 /* Delete the entry at slot i (backward shift). */
@@ -295,6 +312,38 @@ static size_t find_empty(const mmk_pagetab *pt)
 
 /* ---- allocation ------------------------------------------------------- */
 
+/* Arrays of at least this size are mapped directly and asked for
+ * transparent huge pages: fewer TLB misses on random probes, and fresh
+ * zeroed memory without a memset. */
+#define BIG_ALLOC ((size_t)1 << 21)
+
+/* Zeroed memory of *bytes bytes (rounded up to what is really taken). */
+static void *alloc_zeroed(size_t *bytes)
+{
+	if (*bytes < BIG_ALLOC)
+		return calloc(1, *bytes);
+	size_t len = (*bytes + 4095) & ~(size_t)4095;
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+#ifdef MADV_HUGEPAGE
+	(void)madvise(p, len, MADV_HUGEPAGE); /* a hint: failure is fine */
+#endif
+	*bytes = len;
+	return p;
+}
+
+static void free_zeroed(void *p, size_t bytes)
+{
+	if (!p)
+		return;
+	if (bytes < BIG_ALLOC)
+		free(p);
+	else
+		munmap(p, bytes);
+}
+
 static size_t slots_for(size_t n)
 {
 	/* smallest multiple of 16 with n <= 0.85 * slots */
@@ -318,13 +367,14 @@ static int rehash(mmk_pagetab *pt, size_t nslots)
 		return -ENOMEM;
 	size_t sbytes = nslots * sizeof(slot_t);
 	size_t bytes = 64 + sbytes + 2 * nwords * 8 + nblocks * 4;
-	void *raw = calloc(1, bytes);
+	void *raw = alloc_zeroed(&bytes);
 	if (!raw)
 		return -ENOMEM;
 
 	slot_t *old = pt->slots;
 	size_t oldn = pt->nslots;
 	void *oldraw = pt->raw;
+	size_t oldbytes = pt->rawbytes;
 
 	uintptr_t base = ((uintptr_t)raw + 63) & ~(uintptr_t)63;
 	pt->raw = raw;
@@ -342,12 +392,19 @@ static int rehash(mmk_pagetab *pt, size_t nslots)
 	MODIFIED(pt);
 
 	if (old && pt->count) {
-		/* Walk the old clusters in order, starting after an empty slot:
-		 * entries come nearly sorted by their new home. */
+		/*
+		 * Walk the old table from its first empty slot.  fastrange() is
+		 * monotone in the hash, so entries come nearly sorted by their
+		 * new home: while every slot from lim on is known to be empty,
+		 * an entry whose home is >= lim goes straight to its home
+		 * (the Robin Hood order holds since everything placed so far
+		 * has a smaller home).  The others take the general path.
+		 */
+		slot_t *s = pt->slots;
 		size_t s0 = 0;
 		while (old[s0].key)
 			s0++;
-		size_t i = s0;
+		size_t i = s0, lim = 0;
 		for (size_t step = 1; step < oldn; step++) {
 			if (++i == oldn)
 				i = 0;
@@ -355,15 +412,28 @@ static int rehash(mmk_pagetab *pt, size_t nslots)
 			if (!k)
 				continue;
 			uintptr_t a = k & ~LOWMASK;
+			uintptr_t nk = a | (k & F_DIRTY);
+			size_t h = home_of(pt, a);
+			if (h >= lim) {
+				s[h].key = nk | field_for(0);
+				s[h].rec = old[i].rec;
+				if (nk & F_DIRTY)
+					mark_block(pt, h);
+				lim = h + 1;
+				continue;
+			}
 			size_t pos, d = 0;
 			bool found = probe(pt, a, &pos, &d);
 			assert(!found);
 			(void)found;
-			put_at(pt, pos, a | (k & F_DIRTY) | field_for(d),
-			       old[i].rec);
+			size_t e = put_at(pt, pos, nk | field_for(d), old[i].rec);
+			if (e < pos)
+				lim = SIZE_MAX; /* wrapped round: no more shortcuts */
+			else if (e >= lim)
+				lim = e + 1;
 		}
 	}
-	free(oldraw);
+	free_zeroed(oldraw, oldbytes);
 	return 0;
 }
 
@@ -412,7 +482,7 @@ void mmk_pagetab_destroy(mmk_pagetab *pt)
 	if (!pt)
 		return;
 	assert(!pt->iter && "mmk_pagetab_destroy during an iteration");
-	free(pt->raw);
+	free_zeroed(pt->raw, pt->rawbytes);
 	free(pt);
 }
 
@@ -463,8 +533,26 @@ void *mmk_pagetab_lookup(const mmk_pagetab *pt, uintptr_t addr)
 	if (!pt || (addr & pt->pmask))
 		return NULL;
 	READER_CHECK(pt);
-	size_t pos, d = 0;
-	return probe(pt, addr, &pos, &d) ? pt->slots[pos].rec : NULL;
+	/* probe() specialised: keep the loop small, as many lookups as
+	 * possible in flight */
+	const slot_t *s = pt->slots;
+	size_t n = pt->nslots;
+	size_t i = home_of(pt, addr);
+	uintptr_t t = (uintptr_t)1 << FSHIFT;
+	for (;;) {
+		uintptr_t k = s[i].key;
+		uintptr_t f = k & FMASK;
+		if (f < t) {
+			if (f == FSATW)
+				return lookup_slow(pt, addr, i, (size_t)(t >> FSHIFT) - 1);
+			return NULL;
+		}
+		if ((k & MATCHMASK) == addr)
+			return s[i].rec;
+		t += (uintptr_t)1 << FSHIFT;
+		if (++i == n)
+			i = 0;
+	}
 }
 
 int mmk_pagetab_remove(mmk_pagetab *pt, uintptr_t addr, void **rec_out)

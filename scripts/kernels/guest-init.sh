@@ -19,6 +19,9 @@ mount -t devtmpfs devtmpfs /dev 2>/dev/null
 mkdir -p /dev/pts /dev/shm
 mount -t tmpfs -o mode=1777 tmpfs /tmp
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm
+mount -t devpts devpts /dev/pts 2>/dev/null
+# as a systemd host would have it (memory cgroups for the profiler's tests)
+mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
 exec </dev/console >/dev/console 2>&1
 
 nonce=0 scale=0.1 ptimeout=600

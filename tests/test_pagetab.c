@@ -15,7 +15,12 @@
 #include "test_util.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <mmkit/pagetab.h>
 
@@ -844,6 +849,95 @@ static void test_sparse_dirty_moves(void **state)
 	model_free(&m);
 }
 
+/* ---- debug-build misuse checks ---------------------------------------- */
+
+#ifndef NDEBUG
+static int insert_in_cb(uintptr_t addr, void *rec, void *arg)
+{
+	(void)rec;
+	mmk_pagetab_insert(arg, addr + 1024 * PG, rec); /* forbidden */
+	return 0;
+}
+
+static pthread_barrier_t g_bar;
+
+static int wait_in_cb(uintptr_t addr, void *rec, void *arg)
+{
+	(void)addr, (void)rec, (void)arg;
+	pthread_barrier_wait(&g_bar); /* the other thread may go */
+	sleep(5);                     /* it must abort before this ends */
+	return 0;
+}
+
+static void *second_writer(void *arg)
+{
+	pthread_barrier_wait(&g_bar);
+	mmk_pagetab_mark_dirty(arg, 0); /* while the first thread iterates */
+	return NULL;
+}
+
+/* Run fn in a child; true if it died of SIGABRT (a failed assert). */
+static bool aborts(void (*fn)(void))
+{
+	fflush(NULL);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int fd = open("/dev/null", O_WRONLY);
+		if (fd >= 0)
+			dup2(fd, 2); /* keep the assert message out of the log */
+		fn();
+		_exit(0);
+	}
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	return WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT;
+}
+
+static void child_insert_during_foreach(void)
+{
+	mmk_pagetab *pt;
+	static int r;
+	mmk_pagetab_create(&pt, 0);
+	mmk_pagetab_insert(pt, 0, &r);
+	mmk_pagetab_foreach(pt, insert_in_cb, pt);
+}
+
+static void child_two_writers(void)
+{
+	mmk_pagetab *pt;
+	static int r;
+	pthread_t th;
+	mmk_pagetab_create(&pt, 0);
+	mmk_pagetab_insert(pt, 0, &r);
+	pthread_barrier_init(&g_bar, NULL, 2);
+	pthread_create(&th, NULL, second_writer, pt);
+	mmk_pagetab_foreach(pt, wait_in_cb, NULL);
+	pthread_join(th, NULL);
+}
+
+static void child_ok(void)
+{
+	mmk_pagetab *pt;
+	static int r;
+	mmk_pagetab_create(&pt, 0);
+	mmk_pagetab_insert(pt, 0, &r);
+	mmk_pagetab_destroy(pt);
+}
+#endif
+
+static void test_debug_checks(void **state)
+{
+	(void)state;
+#ifdef NDEBUG
+	MMK_SKIP("built with NDEBUG: the misuse assertions are compiled out");
+#else
+	assert_false(aborts(child_ok));
+	assert_true(aborts(child_insert_during_foreach));
+	assert_true(aborts(child_two_writers));
+#endif
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -855,6 +949,7 @@ int main(void)
 		cmocka_unit_test(test_memory_bound),
 		cmocka_unit_test(test_seed_collisions),
 		cmocka_unit_test(test_differential),
+		cmocka_unit_test(test_debug_checks),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

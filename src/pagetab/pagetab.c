@@ -354,6 +354,71 @@ static size_t slots_for(size_t n)
 	return s < MIN_SLOTS ? MIN_SLOTS : s;
 }
 
+/* ---- rehash ----------------------------------------------------------- */
+
+/*
+ * Place an entry with new home h during a rehash.  State: every slot from
+ * lim on is empty, and every slot from last_h to lim - 1 is occupied, where
+ * last_h is the largest home placed so far by the direct path.  An entry
+ * with h >= last_h then belongs at max(h, lim): appending it keeps the
+ * Robin Hood order.  Others (out of order, or wrapping round the end) take
+ * the general path.
+ */
+struct rehash_state {
+	size_t lim, last_h;
+};
+
+static inline void rehash_place(mmk_pagetab *pt, size_t h, uintptr_t nk,
+				void *rec, struct rehash_state *st)
+{
+	if (h >= st->last_h) {
+		size_t p = h >= st->lim ? h : st->lim;
+		if (p < pt->nslots) {
+			pt->slots[p].key = nk | field_for(p - h);
+			pt->slots[p].rec = rec;
+			if (nk & F_DIRTY)
+				mark_block(pt, p);
+			st->lim = p + 1;
+			st->last_h = h;
+			return;
+		}
+	}
+	size_t pos, d = 0;
+	bool found = probe(pt, nk & ~LOWMASK, &pos, &d);
+	assert(!found);
+	(void)found;
+	size_t e = put_at(pt, pos, nk | field_for(d), rec);
+	if (e < pos)
+		st->lim = st->last_h = SIZE_MAX; /* wrapped: no more shortcuts */
+	else if (e >= st->lim)
+		st->lim = e + 1;
+}
+
+/*
+ * Insert every entry of old[0 .. oldn) into the (empty) new arrays.  The
+ * old table is walked from its first empty slot, in cluster order: since
+ * fastrange() is monotone in the hash, entries come nearly sorted by their
+ * new home (only entries of one old bucket that land in different new
+ * buckets come out of order), so most take the append path.
+ */
+static void reinsert_all(mmk_pagetab *pt, const slot_t *old, size_t oldn)
+{
+	struct rehash_state st = {0, 0};
+	size_t s0 = 0;
+	while (old[s0].key)
+		s0++;
+	size_t i = s0;
+	for (size_t step = 1; step < oldn; step++) {
+		if (++i == oldn)
+			i = 0;
+		uintptr_t k = old[i].key;
+		if (!k)
+			continue;
+		uintptr_t nk = k & ~(LOWMASK & ~F_DIRTY); /* address | dirty */
+		rehash_place(pt, home_of(pt, k & ~LOWMASK), nk, old[i].rec, &st);
+	}
+}
+
 /*
  * Replace the arrays with ones of nslots slots and re-insert every entry.
  * On -ENOMEM the table is unchanged.
@@ -391,48 +456,8 @@ static int rehash(mmk_pagetab *pt, size_t nslots)
 	pt->maxload = (size_t)((unsigned long long)nslots * 17 / 20);
 	MODIFIED(pt);
 
-	if (old && pt->count) {
-		/*
-		 * Walk the old table from its first empty slot.  fastrange() is
-		 * monotone in the hash, so entries come nearly sorted by their
-		 * new home: while every slot from lim on is known to be empty,
-		 * an entry whose home is >= lim goes straight to its home
-		 * (the Robin Hood order holds since everything placed so far
-		 * has a smaller home).  The others take the general path.
-		 */
-		slot_t *s = pt->slots;
-		size_t s0 = 0;
-		while (old[s0].key)
-			s0++;
-		size_t i = s0, lim = 0;
-		for (size_t step = 1; step < oldn; step++) {
-			if (++i == oldn)
-				i = 0;
-			uintptr_t k = old[i].key;
-			if (!k)
-				continue;
-			uintptr_t a = k & ~LOWMASK;
-			uintptr_t nk = a | (k & F_DIRTY);
-			size_t h = home_of(pt, a);
-			if (h >= lim) {
-				s[h].key = nk | field_for(0);
-				s[h].rec = old[i].rec;
-				if (nk & F_DIRTY)
-					mark_block(pt, h);
-				lim = h + 1;
-				continue;
-			}
-			size_t pos, d = 0;
-			bool found = probe(pt, a, &pos, &d);
-			assert(!found);
-			(void)found;
-			size_t e = put_at(pt, pos, nk | field_for(d), old[i].rec);
-			if (e < pos)
-				lim = SIZE_MAX; /* wrapped round: no more shortcuts */
-			else if (e >= lim)
-				lim = e + 1;
-		}
-	}
+	if (old && pt->count)
+		reinsert_all(pt, old, oldn);
 	free_zeroed(oldraw, oldbytes);
 	return 0;
 }

@@ -13,17 +13,23 @@ flag=""
 [ "$mode" = full ] && flag=--full
 [ "$mode" = quick ] && flag=--quick
 
-table() { # pretty-print CSV; '#' lines verbatim
+table() { # pretty-print CSV; '#' lines verbatim; a blank line starts a new table
   awk -F, '
-    /^#/ { notes[++nn] = $0; next }
-    { rows[++n] = $0; if (NF > nf) nf = NF; for (i = 1; i <= NF; i++) if (length($i) > w[i]) w[i] = length($i) }
-    END {
+    function flush(   r, k, i, j, line, s, d) {
       for (r = 1; r <= n; r++) {
         k = split(rows[r], f, ","); line = ""
         for (i = 1; i <= k; i++) line = line sprintf("%-" w[i] + 2 "s", f[i])
         print "  " line
         if (r == 1) { s = ""; for (i = 1; i <= nf; i++) { d = ""; for (j = 0; j < w[i]; j++) d = d "-"; s = s sprintf("%-" w[i] + 2 "s", d) } print "  " s }
       }
+      if (n) print ""
+      n = 0; nf = 0; delete w
+    }
+    /^#/ { notes[++nn] = $0; next }
+    /^$/ { flush(); next }
+    { rows[++n] = $0; if (NF > nf) nf = NF; for (i = 1; i <= NF; i++) if (length($i) > w[i]) w[i] = length($i) }
+    END {
+      flush()
       for (i = 1; i <= nn; i++) print "  " notes[i]
     }'
 }

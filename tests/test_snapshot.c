@@ -165,6 +165,48 @@ static void test_diff_auto(void **state)
 	differential(MMK_SNAP_AUTO, 1500);
 }
 
+/* AUTO switches a region's backend by the writes it sees, and stays exact */
+static void test_adaptive(void **state)
+{
+	(void)state;
+	if (!backend_usable(MMK_SNAP_ASYNC))
+		MMK_SKIP("%s", why_not(MMK_SNAP_ASYNC));
+	size_t len = 4 << 20, np = len / PG;
+	unsigned char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	for (size_t i = 0; i < len; i += 64)
+		p[i] = (unsigned char)(i >> 6);
+	unsigned char *ref = malloc(len);
+	memcpy(ref, p, len);
+	mmk_snap *s;
+	assert_int_equal(mmk_snap_create(&s, NULL), 0);
+	assert_int_equal(mmk_snap_add(s, p, len), 0);
+	mmk_snap_stats st;
+	mmk_snap_stats_get(s, &st);
+	assert_string_equal(st.backend, "async");
+	assert_int_equal(mmk_snap_save(s), 1);
+	/* every page dirty: the copy backend is cheaper */
+	for (int c = 0; c < 12; c++) {
+		for (size_t i = 0; i < np; i++)
+			p[i * PG + (c & 63)] ^= 0xff;
+		assert_int_equal(mmk_snap_restore(s), 0);
+		assert_memory_equal(p, ref, len);
+	}
+	mmk_snap_stats_get(s, &st);
+	assert_string_equal(st.backend, "copy");
+	/* one page dirty: back to a tracking backend (after sampled restores) */
+	for (int c = 0; c < 200; c++) {
+		p[(size_t)(c % np) * PG] ^= 0x55;
+		assert_int_equal(mmk_snap_restore(s), 0);
+		assert_memory_equal(p + (size_t)(c % np) * PG, ref + (size_t)(c % np) * PG, PG);
+	}
+	assert_memory_equal(p, ref, len);
+	mmk_snap_stats_get(s, &st);
+	assert_string_not_equal(st.backend, "copy");
+	mmk_snap_destroy(s);
+	munmap(p, len);
+	free(ref);
+}
+
 /* lazy memory is proportional to the pages written, not to the region */
 static void test_lazy_memory(void **state)
 {
@@ -629,6 +671,7 @@ int main(void)
 		cmocka_unit_test(test_diff_lazy),
 		cmocka_unit_test(test_diff_auto),
 		cmocka_unit_test(test_lazy_memory),
+		cmocka_unit_test(test_adaptive),
 		cmocka_unit_test(test_try_copy),
 		cmocka_unit_test(test_try_async),
 		cmocka_unit_test(test_try_lazy),

@@ -205,6 +205,12 @@ MMK_API int mmk_try(mmk_snap *s, int (*fn)(void *arg), void *arg, mmk_try_opts *
  * with a context saved: everything is released with the process. */
 MMK_API int mmcontext(int op);
 
+/* The process-wide snapshot object behind mmcontext() and mmk_try(NULL, ...),
+ * created (process scope) on first use; NULL if it cannot be created.  For
+ * statistics and exclusions (mmk_snap_exclude before the first save); do not
+ * push or drop save points on it while mmcontext() holds one. */
+MMK_API mmk_snap *mmk_context(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -46,7 +46,7 @@ struct fill {
 static int copy_present(uintptr_t a, uintptr_t b, void *arg)
 {
 	mmk__region *r = ((struct fill *)arg)->r;
-	memcpy(r->shadow + (a - r->start), (void *)a, b - a);
+	mmk__copy(r->shadow + (a - r->start), (void *)a, b - a);
 	return 0;
 }
 
@@ -154,9 +154,9 @@ static void on_written(struct scan_ctx *c, mmk__region *r, uintptr_t a, uintptr_
 			for (size_t i = off / MMK__PAGE; i < (off + len) / MMK__PAGE; i++)
 				mmk__pstore_put(st, i, r->shadow + i * MMK__PAGE);
 		}
-		memcpy(r->shadow + off, (void *)a, len);
+		mmk__copy(r->shadow + off, (void *)a, len);
 	} else {
-		memcpy((void *)a, r->shadow + off, len);
+		mmk__copy((void *)a, r->shadow + off, len);
 	}
 	int rc = mmk__uffd_wp(&c->s->uffd_async, a, len, true);
 	if (rc < 0 && !c->err)
@@ -216,7 +216,7 @@ static int a_push(mmk_snap *s, mmk__region *r, int nd)
 		size_t i = forced->idx[k];
 		if (st)
 			mmk__pstore_put(st, i, r->shadow + i * MMK__PAGE);
-		memcpy(r->shadow + i * MMK__PAGE, (char *)r->start + i * MMK__PAGE, MMK__PAGE);
+		mmk__copy(r->shadow + i * MMK__PAGE, (char *)r->start + i * MMK__PAGE, MMK__PAGE);
 	}
 	r->last_dirty += forced->n;
 	mmk__pstore_clear(forced, false);
@@ -231,7 +231,7 @@ static int a_restore(mmk_snap *s, mmk__region *r, int d)
 	for (size_t k = 0; k < forced->n; k++) {
 		size_t i = forced->idx[k];
 		uintptr_t a = r->start + i * MMK__PAGE;
-		memcpy((void *)a, r->shadow + i * MMK__PAGE, MMK__PAGE);
+		mmk__copy((void *)a, r->shadow + i * MMK__PAGE, MMK__PAGE);
 		int e = mmk__uffd_wp(&s->uffd_async, a, MMK__PAGE, true);
 		if (e < 0 && !rc)
 			rc = e;
@@ -250,7 +250,7 @@ static int a_drop(mmk_snap *s, mmk__region *r, int d)
 	mmk__pstore *st = &r->levels[d - 1], *forced = &r->levels[0];
 	for (size_t k = 0; k < st->n; k++) {
 		size_t i = st->idx[k];
-		memcpy(r->shadow + i * MMK__PAGE, mmk__pstore_page(st, i), MMK__PAGE);
+		mmk__copy(r->shadow + i * MMK__PAGE, mmk__pstore_page(st, i), MMK__PAGE);
 		mmk__pstore_add(forced, i);
 	}
 	mmk__pstore_clear(st, true);
@@ -260,7 +260,7 @@ static int a_drop(mmk_snap *s, mmk__region *r, int d)
 static int a_refill(mmk_snap *s, mmk__region *r, int d)
 {
 	(void)d;
-	memcpy((void *)r->start, r->shadow, rlen(r));
+	mmk__copy((void *)r->start, r->shadow, rlen(r));
 	mmk__pstore_clear(&r->levels[0], false);
 	int rc = mmk__uffd_register(&s->uffd_async, r->start, rlen(r), UFFDIO_REGISTER_MODE_WP);
 	if (rc == 0)

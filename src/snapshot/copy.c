@@ -42,7 +42,7 @@ static int c_push(mmk_snap *s, mmk__region *r, int nd)
 	(void)s;
 	if (!r->copies[nd] && !(r->copies[nd] = mmk__self_alloc(ulen(r))))
 		return -ENOMEM;
-	memcpy(r->copies[nd], (void *)r->ustart, ulen(r));
+	mmk__copy(r->copies[nd], (void *)r->ustart, ulen(r));
 	r->last_dirty = r->npages;
 	return 0;
 }
@@ -50,8 +50,23 @@ static int c_push(mmk_snap *s, mmk__region *r, int nd)
 static int c_restore(mmk_snap *s, mmk__region *r, int d)
 {
 	(void)s;
-	memcpy((void *)r->ustart, r->copies[d], ulen(r));
-	r->last_dirty = r->npages;
+	if (!r->copy_sampled) {
+		mmk__copy((void *)r->ustart, r->copies[d], ulen(r));
+		r->last_dirty = r->npages;
+		return 0;
+	}
+	/* sampling restore for the adaptive policy: copy only the pages that
+	 * differ, and count them (about the cost of one copy) */
+	size_t n = 0, len = ulen(r);
+	char *mem = (char *)r->ustart, *cp = r->copies[d];
+	for (size_t off = 0; off < len; off += MMK__PAGE) {
+		size_t l = len - off < MMK__PAGE ? len - off : MMK__PAGE;
+		if (mmk__cmp(mem + off, cp + off, l)) {
+			mmk__copy(mem + off, cp + off, l);
+			n++;
+		}
+	}
+	r->last_dirty = n;
 	return 0;
 }
 

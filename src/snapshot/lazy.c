@@ -200,7 +200,7 @@ static int l_restore(mmk_snap *s, mmk__region *r, int d)
 	mmk__pstore *st = &r->levels[d];
 	for (size_t k = 0; k < st->n; k++) {
 		size_t i = st->idx[k];
-		memcpy((char *)r->start + i * MMK__PAGE, mmk__pstore_page(st, i), MMK__PAGE);
+		mmk__copy((char *)r->start + i * MMK__PAGE, mmk__pstore_page(st, i), MMK__PAGE);
 	}
 	mmk__pstore_clear(st, true);
 	return reprotect(s, r);

@@ -77,6 +77,13 @@ MMK_HIDDEN mmk_snap *mmk__mmcontext_snap(int *err)
 	return c ? c->snap : NULL;
 }
 
+mmk_snap *mmk_context(void)
+{
+	int err = 0;
+	mmctx *c = ctx(&err);
+	return c ? c->snap : NULL;
+}
+
 int mmcontext(int op)
 {
 	int err = 0;

@@ -51,7 +51,7 @@ int mmk__pstore_put(mmk__pstore *ps, size_t i, const void *src)
 {
 	if (mmk__pstore_has(ps, i))
 		return 0;
-	memcpy(ps->area + i * MMK__PAGE, src, MMK__PAGE);
+	mmk__copy(ps->area + i * MMK__PAGE, src, MMK__PAGE);
 	ps->bits[i >> 6] |= 1ULL << (i & 63);
 	ps->idx[ps->n++] = (uint32_t)i;
 	return 1;
@@ -143,41 +143,115 @@ void mmk__snap_unclaim(mmk__region *r)
 #define COPY_MAX (64UL << 10)
 #define LAZY_MIN (64UL << 20)
 
-static const mmk__backend *backend_for(mmk_snap *s, uintptr_t start, uintptr_t end,
-				       unsigned map_flags, int *err)
+static bool can_async(void)
 {
 	const mmk_features *f = mmk_features_get();
-	bool anon = !(map_flags & MMK__MAP_FILE);
-	bool heap = map_flags & MMK__MAP_HEAP;
-	bool can_async = f->uffd_wp_async && f->pagemap_scan;
-	bool can_lazy = f->uffd_wp && f->uffd_sigbus && anon;
+	return f->uffd_wp_async && f->pagemap_scan;
+}
+
+static bool can_lazy(unsigned map_flags)
+{
+	const mmk_features *f = mmk_features_get();
+	/* The heap can shrink under us (malloc trims with brk): it needs a
+	 * backend with a full copy to re-grow it on restore. */
+	return f->uffd_wp && f->uffd_sigbus && !(map_flags & (MMK__MAP_FILE | MMK__MAP_HEAP));
+}
+
+/* First choice for a region, before anything is known of its writes. */
+static const mmk__backend *backend_for(mmk_snap *s, uintptr_t start, uintptr_t end,
+				       unsigned map_flags, bool automatic, int *err)
+{
 	size_t len = end - start;
 	*err = 0;
 	switch (s->opts.backend) {
 	case MMK_SNAP_COPY:
 		return &mmk__be_copy;
 	case MMK_SNAP_ASYNC:
-		if (!can_async)
+		if (!can_async())
 			*err = MMK_ENOFEAT;
-		return can_async ? &mmk__be_async : NULL;
+		return can_async() ? &mmk__be_async : NULL;
 	case MMK_SNAP_LAZY:
-		if (!can_lazy)
+		if (!mmk_features_get()->uffd_wp || !mmk_features_get()->uffd_sigbus ||
+		    (map_flags & MMK__MAP_FILE))
 			*err = MMK_ENOFEAT;
-		return can_lazy ? &mmk__be_lazy : NULL;
+		return *err ? NULL : &mmk__be_lazy;
 	case MMK_SNAP_AUTO:
 		break;
 	}
-	if (len < COPY_MAX)
+	/* Process scope: every async region shares one scan per call, so even
+	 * a one-page region costs almost nothing there, while a copy region
+	 * costs two copies per save/restore cycle. */
+	if (!automatic && len < COPY_MAX)
 		return &mmk__be_copy;
-	/* The heap can shrink under us (malloc trims with brk): keep a full
-	 * copy so a restore can re-grow it; lazy holds only written pages. */
-	if (can_lazy && !heap && len >= LAZY_MIN)
+	if (can_lazy(map_flags) && len >= LAZY_MIN)
 		return &mmk__be_lazy;
-	if (can_async)
+	if (can_async())
 		return &mmk__be_async;
-	if (can_lazy && !heap)
+	if (can_lazy(map_flags))
 		return &mmk__be_lazy;
 	return &mmk__be_copy;
+}
+
+/* ---- adaptive policy (AUTO objects) ---------------------------------------------------
+ * After every restore at depth 1 the engine knows how many pages the region
+ * had dirtied (copy regions: sampled every COPY_SAMPLE restores by comparing
+ * pages).  From a moving average it picks the cheapest backend, by the
+ * costs measured on this machine class (per page: ~2.5 us lazy fault + copy,
+ * ~0.5 us async fault + copy, ~0.7 ns async scan of a clean page, ~0.25 us
+ * copy), and switches after SWITCH_AFTER consecutive restores agree.  The
+ * switch happens right after a restore, when memory equals image(L_1), so
+ * the new backend starts from exactly the saved image. */
+#define COPY_SAMPLE 16
+#define SWITCH_AFTER 4
+
+static const mmk__backend *best_backend(const mmk__region *r)
+{
+	double d = r->ewma_dirty, n = (double)r->npages;
+	if ((r->end - r->start) < COPY_MAX && !r->automatic)
+		return &mmk__be_copy;
+	if (d > 0.35 * n)
+		return &mmk__be_copy;
+	/* lazy only for large regions and a clear win: it depends on mmkit's
+	 * SIGBUS handler staying installed, and a restore cannot re-create a
+	 * lazy region that was unmapped */
+	double lazy = d * 2.5, async = n * 0.0007 + d * 0.5;
+	bool big = r->end - r->start >= LAZY_MIN / 4;
+	if (can_lazy(r->map_flags) && ((big && 2 * lazy < async) || !can_async()))
+		return &mmk__be_lazy;
+	if (can_async())
+		return &mmk__be_async;
+	return &mmk__be_copy;
+}
+
+static void adapt(mmk_snap *s, mmk__region *r)
+{
+	if (r->be == &mmk__be_copy && !r->copy_sampled)
+		return; /* no observation this time */
+	r->ewma_dirty = r->nobs ? 0.7 * r->ewma_dirty + 0.3 * (double)r->last_dirty
+				: (double)r->last_dirty;
+	r->nobs++;
+	const mmk__backend *want = best_backend(r);
+	if (want == r->be) {
+		r->want_count = 0;
+		return;
+	}
+	if (++r->want_count < SWITCH_AFTER)
+		return;
+	r->want_count = 0;
+	const mmk__backend *old = r->be;
+	old->detach(s, r);
+	for (int i = 0; r->levels && i <= MMK__SNAP_MAX_DEPTH; i++)
+		if (r->levels[i].area)
+			mmk__pstore_clear(&r->levels[i], true);
+	r->be = want;
+	s->async_dirty = true;
+	if (want->attach(s, r) == 0 && want->push(s, r, 1) == 0)
+		return;
+	/* could not switch (e.g. out of memory): go back */
+	want->detach(s, r);
+	r->be = old;
+	if (old->attach(s, r) < 0 || old->push(s, r, 1) < 0)
+		r->broken = true;
 }
 
 /* ---- regions ------------------------------------------------------------------------ */
@@ -186,7 +260,7 @@ int mmk__snap_add_region(mmk_snap *s, uintptr_t start, uintptr_t end, unsigned m
 			 unsigned prot, bool automatic)
 {
 	int err;
-	const mmk__backend *be = backend_for(s, start, end, map_flags, &err);
+	const mmk__backend *be = backend_for(s, start, end, map_flags, automatic, &err);
 	if (!be)
 		return err;
 	if (s->nregions == s->cap) {
@@ -302,11 +376,38 @@ int mmk_snap_create(mmk_snap **out, const mmk_snap_opts *opts)
 	if (!s)
 		return -ENOMEM;
 	s->opts = o;
+	s->adaptive = o.backend == MMK_SNAP_AUTO;
 	s->pid = getpid();
 	s->uffd_async.fd = -1;
 	s->uffd_lazy.fd = -1;
 	s->statm_fd = -1;
 	*out = s;
+	return 0;
+}
+
+/* [a, e) is tracked by some object.  A process-scope object at depth 0
+ * holds its regions loosely (they may even be stale: memory unmapped and
+ * mapped again since its last look): an explicit add takes them over, and
+ * that object re-reads the address space at its next save.  Anything else
+ * is -EBUSY. */
+static int steal(mmk_snap *s, uintptr_t a, uintptr_t e)
+{
+	mmk__state *st = mmk__st();
+	size_t n = atomic_load(&st->snap_nregions);
+	for (size_t i = 0; i < n; i++) {
+		mmk__region *r = atomic_load(&st->snap_regions[i]);
+		if (!r || a >= r->end || e <= r->start)
+			continue;
+		mmk_snap *o = r->owner;
+		if (o == s || !r->automatic || o->depth > 0)
+			return -EBUSY;
+		for (size_t j = 0; j < o->nregions; j++)
+			if (o->regions[j] == r) {
+				mmk__snap_remove_region(o, j);
+				break;
+			}
+		o->last_brk = 0; /* make it look again next time */
+	}
 	return 0;
 }
 
@@ -332,10 +433,8 @@ int mmk_snap_add(mmk_snap *s, void *addr, size_t len)
 			break;
 		}
 		uintptr_t e = m.end < end ? m.end : end;
-		if (mmk__snap_overlaps(a, e)) {
-			rc = -EBUSY;
+		if (mmk__snap_overlaps(a, e) && (rc = steal(s, a, e)) < 0)
 			break;
-		}
 		rc = mmk__snap_add_region(s, a, e, m.flags, m.prot, false);
 		if (rc < 0)
 			break;
@@ -458,10 +557,15 @@ int mmk_snap_restore(mmk_snap *s)
 		mmk__region *r = s->regions[i];
 		if (r->birth > s->depth || r->gone)
 			continue; /* not in this image: process scope unmapped it */
-		int e = r->be->restore(s, r, s->depth);
+		r->copy_sampled = s->adaptive && r->be == &mmk__be_copy &&
+				  (r->automatic || r->end - r->start >= COPY_MAX) &&
+				  s->restores % COPY_SAMPLE == 0;
+		int e = r->broken ? MMK_EFATAL : r->be->restore(s, r, s->depth);
 		if (e < 0 && rc == 0)
 			rc = e; /* keep going: restore as much as possible */
 		dirty += r->last_dirty;
+		if (s->adaptive && s->depth == 1 && e == 0)
+			adapt(s, r);
 	}
 	s->restores++;
 	s->last_dirty = dirty;

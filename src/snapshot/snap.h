@@ -97,6 +97,11 @@ typedef struct mmk__region {
 	uintptr_t ustart, uend;   /* copy backend: the exact bytes asked for */
 	struct mmk_snap *owner;
 	const mmk__backend *be;
+	bool broken;              /* a backend switch failed both ways */
+	/* adaptive policy (snap.c) */
+	double ewma_dirty;        /* pages dirtied per restore, moving average */
+	unsigned nobs, want_count;
+	bool copy_sampled;        /* copy: this restore compares pages and counts */
 	size_t last_dirty;        /* pages handled by the last push/restore */
 	/* backend state */
 	char *shadow;             /* async: image(L_depth) of the whole region */
@@ -112,6 +117,7 @@ typedef struct mmk__region {
 struct mmk_snap {
 	mmk_snap_opts opts;
 	pid_t pid;                /* the process that created it */
+	bool adaptive;            /* AUTO: regions may change backend */
 	mmk__region **regions;
 	size_t nregions, cap;
 	int depth;

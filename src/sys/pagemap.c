@@ -20,27 +20,36 @@
 
 #include "sys/state.h"
 
+/* After fork the cached descriptor is the child's copy of the parent's
+ * /proc/<parent>/pagemap (/proc/self resolved at open): the child drops it
+ * in a pthread_atfork handler, so the hot path needs no getpid(). */
+static void pagemap_atfork_child(void)
+{
+	mmk__state *st = mmk__st();
+	int fd = atomic_exchange(&st->pagemap_fd, -1);
+	if (fd >= 0)
+		close(fd);
+	if (st->maps_fd >= 0)
+		close(st->maps_fd);
+	st->maps_fd = -1;
+}
+
 int mmk__pagemap_fd(void)
 {
 	mmk__state *st = mmk__st();
-	pid_t me = getpid();
-	int fd = atomic_load(&st->pagemap_fd);
-	if (fd >= 0 && atomic_load(&st->pagemap_pid) == me)
+	int fd = atomic_load_explicit(&st->pagemap_fd, memory_order_acquire);
+	if (__builtin_expect(fd >= 0, 1))
 		return fd;
+	if (!atomic_exchange(&st->pagemap_atfork, true))
+		pthread_atfork(NULL, NULL, pagemap_atfork_child);
 	int nfd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 	if (nfd < 0)
 		return -errno;
-	int expect = fd;
-	if (atomic_compare_exchange_strong(&st->pagemap_fd, &expect, nfd)) {
-		atomic_store(&st->pagemap_pid, me);
-		/* After fork the old descriptor is the parent's view of
-		 * /proc/<parent>/pagemap: close our inherited copy. */
-		if (fd >= 0)
-			close(fd);
+	int expect = -1;
+	if (atomic_compare_exchange_strong(&st->pagemap_fd, &expect, nfd))
 		return nfd;
-	}
-	close(nfd);
-	return atomic_load(&st->pagemap_fd);
+	close(nfd); /* another thread won */
+	return expect;
 }
 
 long mmk__pagemap_scan_raw(struct pm_scan_arg *arg)

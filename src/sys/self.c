@@ -43,7 +43,7 @@ __attribute__((constructor)) static void mmk__state_init(void)
 	mmk__state *st = p;
 	st->probe_once = (pthread_once_t)PTHREAD_ONCE_INIT;
 	atomic_init(&st->pagemap_fd, -1);
-	atomic_init(&st->pagemap_pid, 0);
+	atomic_init(&st->pagemap_atfork, false);
 	st->maps_fd = -1;
 	pthread_mutex_init(&st->self_lock, NULL);
 	pthread_mutex_init(&st->snap_lock, NULL);

@@ -140,6 +140,35 @@ MMK_HIDDEN void mmk__self_release(void *p);
  * linked statically. */
 MMK_HIDDEN void mmk__self_object(const char **path);
 
+/* ---- raw memory copies ---------------------------------------------------------
+ * The snapshot engine copies the program's memory as bytes, including what
+ * a sanitizer considers poisoned (redzones, freed blocks).  In sanitizer
+ * builds these are uninstrumented loops; otherwise plain memcpy/memcmp.
+ * AS-safe. */
+#if defined(__SANITIZE_ADDRESS__)
+#define MMK__RAW_ATTR __attribute__((no_sanitize("address"), noinline, unused, \
+				     optimize("no-tree-loop-distribute-patterns")))
+MMK__RAW_ATTR static void mmk__copy(void *d, const void *s, size_t n)
+{
+	volatile unsigned char *dd = d;
+	const volatile unsigned char *ss = s;
+	for (size_t i = 0; i < n; i++)
+		dd[i] = ss[i];
+}
+MMK__RAW_ATTR static int mmk__cmp(const void *a, const void *b, size_t n)
+{
+	const volatile unsigned char *x = a, *y = b;
+	for (size_t i = 0; i < n; i++)
+		if (x[i] != y[i])
+			return x[i] < y[i] ? -1 : 1;
+	return 0;
+}
+#else
+#include <string.h>
+#define mmk__copy memcpy
+#define mmk__cmp memcmp
+#endif
+
 /* ---- misc ------------------------------------------------------------------- */
 MMK_HIDDEN int mmk__read_file(const char *path, char *buf, size_t len); /* NUL-terminated, returns bytes */
 

@@ -1,0 +1,254 @@
+/*
+ * bench/bench_snapshot.c - the snapshot engine against fork and the seed
+ * (000 mmcontext).
+ *
+ * Table "seed": the seed's harness.  Whole process (mmcontext), a buffer of
+ * 4*2^n bytes malloc'd and initialised, then ops of {mmcontext(0); write one
+ * int at a random place; mmcontext(1)}; beside it the fork loop {fork; the
+ * child writes one int and exits; the parent waits}.  Columns: the seed's
+ * published ops/s for fork and for its in-kernel mmcontext, both measured
+ * here, the speedups.  The seed's figures were measured on other hardware:
+ * the fork column measured here is the like-for-like baseline.
+ *
+ * Table "region": the native API on one region of SIZE bytes, a save point
+ * kept, cycles of {write one byte in every page (full) or in 1 % of the
+ * pages; mmk_snap_restore}, per backend (auto, copy, async, lazy), beside a
+ * plain memcpy of the region and a fork per cycle.  Also the memory held.
+ *
+ * Each figure is the median of REPS runs of at least T seconds each.
+ * CSV on stdout; progress on stderr.
+ */
+#include "bench_util.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+
+#include <mmkit.h>
+
+static double g_t = 0.25; /* seconds per run */
+static int g_reps = 3;
+
+static uint64_t rng = 88172645463325252ULL;
+static inline uint64_t rnd(void)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return rng;
+}
+
+/* ---- the seed harness ------------------------------------------------------------------ */
+
+static double mmcontext_ops(int *buf, size_t nints)
+{
+	double v[16];
+	for (int r = 0; r < g_reps; r++) {
+		size_t ops = 0;
+		double t0 = bench_now(), t;
+		do {
+			for (int k = 0; k < 64; k++) {
+				if (mmcontext(0) != 0 || (buf[rnd() % nints] = (int)ops, mmcontext(1)) != 0) {
+					fprintf(stderr, "mmcontext failed: %s\n", strerror(errno));
+					exit(1);
+				}
+				ops++;
+			}
+		} while ((t = bench_now() - t0) < g_t);
+		v[r] = (double)ops / t;
+	}
+	return bench_median(v, g_reps);
+}
+
+static double fork_ops(int *buf, size_t nints)
+{
+	double v[16];
+	for (int r = 0; r < g_reps; r++) {
+		size_t ops = 0;
+		double t0 = bench_now(), t;
+		do {
+			pid_t pid = fork();
+			if (pid == 0) {
+				buf[rnd() % nints] = 1;
+				_exit(0);
+			}
+			waitpid(pid, NULL, 0);
+			ops++;
+		} while ((t = bench_now() - t0) < g_t);
+		v[r] = (double)ops / t;
+	}
+	return bench_median(v, g_reps);
+}
+
+static void seed_table(bench_mode mode)
+{
+	static const struct {
+		int n;
+		double fork, ctx; /* the seed's Table, ops/s */
+	} rows[] = { { 5, 14192, 539896 }, { 10, 14196, 365425 }, { 15, 8272, 31245 },
+		     { 20, 513, 791 },     { 25, 17, 20 },         { 28, 0, 0 } };
+	printf("table,n,bytes,seed_fork_ops,seed_mmcontext_ops,fork_ops,mmkit_ops,"
+	       "mmkit_vs_fork,mmkit_vs_seed_mmcontext,backends\n");
+	for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+		int n = rows[i].n;
+		if (mode == BENCH_QUICK && n > 20)
+			continue;
+		size_t bytes = (size_t)4 << n, nints = bytes / sizeof(int);
+		bench_progress("seed harness n=%d (%zu bytes)", n, bytes);
+		int *buf = malloc(bytes);
+		for (size_t k = 0; k < nints; k++)
+			buf[k] = (int)k;
+		double f = fork_ops(buf, nints);
+		double m = mmcontext_ops(buf, nints);
+		char seedf[32] = "", seedm[32] = "", vs_seed[32] = "";
+		if (rows[i].fork > 0) {
+			snprintf(seedf, sizeof seedf, "%.0f", rows[i].fork);
+			snprintf(seedm, sizeof seedm, "%.0f", rows[i].ctx);
+			snprintf(vs_seed, sizeof vs_seed, "%.1f", m / rows[i].ctx);
+		}
+		/* which backends the process scope used */
+		mmk_snap_stats st = { 0 };
+		char be[64] = "";
+		if (mmk_snap_stats_get(mmk_context(), &st) == 0)
+			snprintf(be, sizeof be, "copy=%zu async=%zu lazy=%zu", st.regions_by_backend[1],
+				 st.regions_by_backend[2], st.regions_by_backend[3]);
+		printf("seed,%d,%zu,%s,%s,%.0f,%.0f,%.1f,%s,%s\n", n, bytes, seedf, seedm, f, m, m / f,
+		       vs_seed, be);
+		fflush(stdout);
+		free(buf);
+	}
+}
+
+/* ---- region API grid ------------------------------------------------------------------------ */
+
+static void write_pattern(char *p, size_t len, bool full, unsigned salt)
+{
+	size_t pages = (len + 4095) / 4096;
+	if (len < 4096) {
+		p[salt % len] = (char)salt;
+		return;
+	}
+	if (full) {
+		for (size_t i = 0; i < pages; i++)
+			p[i * 4096 + (salt & 63)] = (char)salt;
+	} else {
+		size_t n = pages / 100 ? pages / 100 : 1;
+		for (size_t k = 0; k < n; k++)
+			p[(rnd() % pages) * 4096 + (salt & 63)] = (char)salt;
+	}
+}
+
+static double run_cycles(char *p, size_t len, bool full, mmk_snap *s, char *copy, int kind)
+{
+	double v[16];
+	for (int r = 0; r < g_reps; r++) {
+		size_t cycles = 0;
+		double t0 = bench_now(), t;
+		do {
+			write_pattern(p, len, full, (unsigned)cycles);
+			if (kind == 0) {
+				if (mmk_snap_restore(s) < 0)
+					exit(1);
+			} else if (kind == 1) {
+				memcpy(p, copy, len);
+			} else {
+				pid_t pid = fork();
+				if (pid == 0) {
+					write_pattern(p, len, full, 7);
+					_exit(0);
+				}
+				waitpid(pid, NULL, 0);
+			}
+			cycles++;
+		} while ((t = bench_now() - t0) < g_t || cycles < 3);
+		v[r] = (double)cycles / t;
+	}
+	return bench_median(v, g_reps);
+}
+
+static void region_table(bench_mode mode)
+{
+	size_t sizes[] = { 32, 4096, 32768, 1 << 20, 32 << 20, 256 << 20 };
+	size_t nsizes = mode == BENCH_QUICK ? 4 : 6;
+	static const mmk_snap_backend bes[] = { MMK_SNAP_AUTO, MMK_SNAP_COPY, MMK_SNAP_ASYNC, MMK_SNAP_LAZY };
+	printf("table,bytes,pattern,variant,cycles_per_s,bytes_held,vs_memcpy,target\n");
+	for (size_t si = 0; si < nsizes; si++) {
+		size_t len = sizes[si];
+		for (int full = 1; full >= 0; full--) {
+			const char *pat = full ? "full" : "1pct";
+			const char *target = "";
+			if (len <= 4096)
+				target = ">=15M";
+			else if (len == 32768)
+				target = full ? "" : ">=4M";
+			else if (len == 1 << 20 && !full)
+				target = ">=350k";
+			else if (len == 32 << 20 && !full)
+				target = ">=10k";
+			if (full && len > 4096)
+				target = "<=1.5x memcpy time";
+			size_t maplen = (len + 4095) / 4096 * 4096;
+			char *p = mmap(NULL, maplen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+			memset(p, 1, maplen);
+			char *copy = malloc(len);
+			memcpy(copy, p, len);
+			bench_progress("region %zu bytes %s: memcpy", len, pat);
+			double base = run_cycles(p, len, full, NULL, copy, 1);
+			printf("region,%zu,%s,memcpy,%.0f,%zu,1.00,\n", len, pat, base, len);
+			for (size_t b = 0; b < sizeof bes / sizeof bes[0]; b++) {
+				const char *name = mmk_snap_backend_name(bes[b]);
+				bench_progress("region %zu bytes %s: %s", len, pat, name);
+				mmk_snap *s;
+				mmk_snap_opts o = { .backend = bes[b] };
+				int rc = mmk_snap_create(&s, &o);
+				if (rc == 0)
+					rc = mmk_snap_add(s, p, len);
+				if (rc == 0)
+					rc = mmk_snap_save(s);
+				if (rc < 0) {
+					printf("region,%zu,%s,%s,,,,%s (n/a: %s)\n", len, pat, name, target,
+					       mmk_strerror(rc));
+					mmk_snap_destroy(s);
+					continue;
+				}
+				double c = run_cycles(p, len, full, s, NULL, 0);
+				mmk_snap_stats st;
+				mmk_snap_stats_get(s, &st);
+				char label[32];
+				snprintf(label, sizeof label, "%s%s%s", name, bes[b] == MMK_SNAP_AUTO ? "=" : "",
+					 bes[b] == MMK_SNAP_AUTO ? st.backend : "");
+				printf("region,%zu,%s,%s,%.0f,%zu,%.2f,%s\n", len, pat, label, c, st.bytes_held,
+				       c / base, target);
+				fflush(stdout);
+				mmk_snap_destroy(s);
+			}
+			if (mode != BENCH_QUICK && len <= (32 << 20)) {
+				bench_progress("region %zu bytes %s: fork", len, pat);
+				double f = run_cycles(p, len, full, NULL, NULL, 2);
+				printf("region,%zu,%s,fork,%.0f,,%.2f,\n", len, pat, f, f / base);
+			}
+			free(copy);
+			munmap(p, maplen);
+		}
+	}
+}
+
+int main(int argc, char **argv)
+{
+	bench_mode mode = bench_parse_mode(argc, argv);
+	if (mode == BENCH_QUICK) {
+		g_t = 0.05;
+		g_reps = 1;
+	} else if (mode == BENCH_FULL) {
+		g_t = 1.0;
+		g_reps = 5;
+	}
+	printf("# snapshot engine (seed 000 mmcontext); %s; runs of >= %.2f s, median of %d\n",
+	       mmk_features_get()->kernel_release, g_t, g_reps);
+	seed_table(mode);
+	printf("\n");
+	region_table(mode);
+	bench_progress("");
+	return 0;
+}

@@ -33,7 +33,8 @@
  * neighbouring pages share cache lines.  The table grows by ~1.25x when it
  * is 85% full, so it uses at most ~24 bytes per stored page once it holds
  * more than a few hundred pages (16 / 0.68 for the slots, plus < 0.1 byte
- * for the dirty index).
+ * for the dirty index).  Arrays of 2 MiB or more are mmap()ed and advised
+ * MADV_HUGEPAGE.
  *
  * Dirty set: a bitmap with one bit per block of 64 slots ("this block may
  * hold dirty entries") and a list of the blocks whose bit is set.  Walking
@@ -151,7 +152,9 @@ MMK_API int mmk_pagetab_foreach(mmk_pagetab *pt, mmk_pagetab_fn fn, void *arg);
 
 /*
  * Like mmk_pagetab_foreach(), but only the dirty entries, in O(dirty pages)
- * (plus a sort of the dirty block list).  An entry removed with
+ * (at most 64 slots scanned per dirty page; blocks left stale by
+ * clear_dirty() or remove() are scanned once more and then dropped).
+ * NOT in address order either.  An entry removed with
  * MMK_PAGETAB_REMOVE disappears at once for lookups and counts; its slot is
  * reclaimed when the walk ends.  Entries that the callback marks dirty
  * during the walk may or may not be visited; each entry that was dirty when
@@ -161,7 +164,8 @@ MMK_API int mmk_pagetab_foreach_dirty(mmk_pagetab *pt, mmk_pagetab_fn fn,
 				      void *arg);
 
 /* Bytes the table has allocated (slots, dirty index, the handle itself),
- * excluding the records.  0 for NULL. */
+ * excluding the records.  0 for NULL.  The table never shrinks: removing
+ * entries does not lower this (destroy and rebuild to give memory back). */
 MMK_API size_t mmk_pagetab_bytes(const mmk_pagetab *pt);
 
 /* The page size the table uses (alignment required of addresses). */

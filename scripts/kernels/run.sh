@@ -209,7 +209,14 @@ run_kernel() { # series
       rc=$(field "$line" rc); run=$(field "$line" run)
       p=$(field "$line" passed); s=$(field "$line" skipped); f=$(field "$line" failed)
       tl=$(awk -v a="$(field "$line" t0)" -v b="$(field "$line" t1)" 'BEGIN { printf "%.1f", b - a }')
-      local verdict=PASS
+      local verdict=PASS nsum note=""
+      nsum=$(field "$line" summaries)
+      if [ "${nsum:-1}" -gt 1 ]; then
+        note="       note: $nsum cmocka summaries: a forked child returned into the test runner and ran the rest of the suite (counts: the last summary, failed: the most)"
+        if [ "$f" != 0 ] && [ "$rc" = 0 ]; then
+          verdict=FAIL; ok=0; why+=("$t ($who): a forked child failed $f test(s) although the program exited 0")
+        fi
+      fi
       if [ "$rc" != 0 ] || [ "$run" = - ]; then
         verdict=FAIL; ok=0
         # busybox timeout: the child's TERM status (143), or KILL (137)
@@ -220,6 +227,7 @@ run_kernel() { # series
         else why+=("$t ($who): exit $rc, $f failed"); fi
       fi
       printf '   %-26s %-10s %s  %s passed, %s skipped, %s failed  (%ss)\n' "$t" "$who" "$verdict" "$p" "$s" "$f" "$tl"
+      [ -n "$note" ] && echo "$note"
       local sk
       sk=$(marker "$mk" SKIPPED | grep "^name=$t who=$who " | sed 's/.* test=//' | tr '\n' ' ')
       [ -n "$sk" ] && echo "       skipped: $sk"

@@ -48,3 +48,11 @@ install: build
 
 clean:
 	rm -rf $(BUILD) $(ASAN)
+
+# Seed 002 (profiler): both case studies at full size, plots and interpretation
+# in $(BUILD)/case-studies (~4 min; as root with a swap file and a memory cgroup,
+# both undone at exit).
+.PHONY: case-studies
+case-studies: deps-bench build
+	$(BUILD)/mmkit prof case-study 1 --out $(BUILD)/case-studies
+	$(BUILD)/mmkit prof case-study 2 --out $(BUILD)/case-studies

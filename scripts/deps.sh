@@ -7,9 +7,9 @@ set -euo pipefail
 
 declare -A PKGS=(
   [build]="cmake make gcc libc6-dev pkg-config scdoc"
-  [test]="libcmocka-dev"
+  [test]="libcmocka-dev gnuplot-nox"
   [asan]="libcmocka-dev"
-  [bench]=""
+  [bench]="gnuplot-nox sysstat linux-perf"
   [kernels]="libcmocka-dev qemu-system-x86 busybox-static cpio"
 )
 

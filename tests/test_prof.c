@@ -195,13 +195,24 @@ static void test_sampler_accuracy(void **state)
 	size_t pages = mmk_test_n(5000, 500);
 	int go;
 	pid_t pid = toucher(pages, &go);
-	assert_int_equal(mmk_prof_sampler_add(s, pid, -1, MMK_PROF_ADD_ABSOLUTE | MMK_PROF_ADD_SCHEDSTAT), 0);
+	assert_int_equal(mmk_prof_sampler_add(s, pid, -1, MMK_PROF_ADD_ABSOLUTE), 0);
 	assert_int_equal(mmk_prof_sampler_add(s, pid, -1, 0), -EEXIST);
-	assert_int_equal(write(go, "g", 1), 1);
-	for (int i = 1; i <= 5; i++) {
-		usleep(2000);
+	/* ticks 15 ms apart while the child sleeps (idle shortcut), then touches
+	 * its pages, then sleeps again: every fault must show up */
+	mmk_prof_record r0, r1;
+	for (int i = 1; i <= 3; i++) {
+		usleep(15000);
 		assert_int_equal(mmk_prof_sampler_tick(s, (uint64_t)i), 1);
 	}
+	assert_int_equal(mmk_prof_sampler_last(s, pid, &r0), 0);
+	assert_int_equal(write(go, "g", 1), 1);
+	usleep(100000);
+	for (int i = 4; i <= 8; i++) {
+		usleep(15000);
+		assert_int_equal(mmk_prof_sampler_tick(s, (uint64_t)i), 1);
+	}
+	assert_int_equal(mmk_prof_sampler_last(s, pid, &r1), 0);
+	assert_true(r1.minflt >= r0.minflt + pages);
 	assert_int_equal(write(go, "g", 1), 1);
 	close(go);
 	siginfo_t si;

@@ -14,6 +14,10 @@
  *    uids all equal its uid (what ptrace would require of an unprivileged
  *    tracer, minus the dumpable/capability checks).
  *  - The ring is handed out only as a read-only descriptor (SCM_RIGHTS).
+ *  - The daemon asks for SCHED_FIFO priority 1 (unless no_rt): its work per
+ *    wake-up is bounded (one pread per target), and on a saturated machine a
+ *    SCHED_OTHER sampler wakes up milliseconds late.  SCHED_RESET_ON_FORK
+ *    keeps children out of it.
  *  - Jitter is the wake-up time minus the due time of the latest tick of the
  *    absolute schedule; kept as a 1 us histogram up to 100 ms (+ max).
  *  - No process-wide state: all of it is local to mmk_prof_daemon_run.
@@ -56,7 +60,7 @@ typedef struct daemon_st {
 	uint64_t jit_n;
 	uint64_t start_ns;
 	client cl[MAX_CLIENTS];
-	bool quit;
+	bool quit, rt;
 	double rate;
 } daemon_st;
 
@@ -234,9 +238,11 @@ int mmk_prof_stats_get(const char *dir, mmk_prof_stats *st)
 	unsigned long long ticks, skipped, records;
 	long long p50, p99, mx;
 	unsigned targets;
-	if (sscanf(rep, "OK %lf %llu %llu %llu %u %lf %lf %lld %lld %lld", &st->rate_hz, &ticks, &skipped,
-		   &records, &targets, &st->cpu_s, &st->wall_s, &p50, &p99, &mx) != 10)
+	int rt = 0;
+	if (sscanf(rep, "OK %lf %llu %llu %llu %u %lf %lf %lld %lld %lld %d", &st->rate_hz, &ticks, &skipped,
+		   &records, &targets, &st->cpu_s, &st->wall_s, &p50, &p99, &mx, &rt) != 11)
 		return -EPROTO;
+	st->realtime = rt;
 	st->ticks = ticks;
 	st->skipped = skipped;
 	st->records = records;
@@ -309,7 +315,7 @@ static void handle(daemon_st *d, client *c, char *req)
 			err = may_trace(c->uid, (pid_t)v);
 			if (!err)
 				err = mmk_prof_sampler_add(d->smp, (pid_t)v, -1,
-							   d->o.schedstat ? MMK_PROF_ADD_SCHEDSTAT : 0);
+							   d->o.stat_only ? MMK_PROF_ADD_STAT_ONLY : 0);
 		} else {
 			mmk_prof_record r;
 			if (mmk_prof_sampler_last(d->smp, (pid_t)v, &r) < 0)
@@ -353,12 +359,12 @@ static void handle(daemon_st *d, client *c, char *req)
 		getrusage(RUSAGE_SELF, &ru);
 		double cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
 			     (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
-		snprintf(rep, sizeof rep, "OK %.6f %llu %llu %llu %d %.6f %.6f %lld %lld %lld", d->rate,
+		snprintf(rep, sizeof rep, "OK %.6f %llu %llu %llu %d %.6f %.6f %lld %lld %lld %d", d->rate,
 			 (unsigned long long)d->tm.tick, (unsigned long long)d->tm.skipped,
 			 (unsigned long long)mmk_prof_ring_head(d->ring),
 			 mmk_prof_sampler_list(d->smp, NULL, 0), cpu,
 			 (double)(mmk_prof_now_ns() - d->start_ns) / 1e9, (long long)jit_pct(d, 0.5),
-			 (long long)jit_pct(d, 0.99), (long long)d->jit_max);
+			 (long long)jit_pct(d, 0.99), (long long)d->jit_max, d->rt);
 		reply(c->fd, rep, -1);
 		return;
 	}
@@ -477,6 +483,10 @@ int mmk_prof_daemon_run(const mmk_prof_daemon_opts *opts)
 	if ((err = mmk_prof_ring_create(&d->ring, opts->records, period)) < 0)
 		goto out;
 	prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0); /* wake up on time, not +50 us */
+	if (!opts->no_rt) {
+		struct sched_param sp = { .sched_priority = 1 };
+		d->rt = sched_setscheduler(0, SCHED_FIFO | SCHED_RESET_ON_FORK, &sp) == 0;
+	}
 	if ((err = mmk_prof_timer_start(&d->tm, period)) < 0)
 		goto out;
 	d->start_ns = d->tm.start_ns;

@@ -19,7 +19,8 @@
 typedef struct mmk__procstat {
 	uint64_t minflt, cminflt, majflt, cmajflt;
 	uint64_t utime_ns, stime_ns, cutime_ns, cstime_ns;
-	uint64_t run_ns; /* schedstat sum_exec_runtime, 0 if not read */
+	uint64_t run_ns; /* schedstat sum_exec_runtime (leader thread), 0 if not read */
+	uint64_t pcount; /* schedstat: times the leader was switched in */
 	unsigned nthreads;
 	char state;
 } mmk__procstat;
@@ -27,8 +28,8 @@ typedef struct mmk__procstat {
 /* pread + parse a kept /proc/PID/stat descriptor.  -ESRCH once the process
  * has been reaped. */
 MMK_HIDDEN int mmk__procstat_read(int fd, mmk__procstat *ps);
-/* First field of a kept /proc/PID/schedstat descriptor (ns). */
-MMK_HIDDEN int mmk__schedstat_read(int fd, uint64_t *run_ns);
+/* Run time (ns) and switch-in count of a kept /proc/PID/schedstat. */
+MMK_HIDDEN int mmk__schedstat_read(int fd, uint64_t *run_ns, uint64_t *pcount);
 /* Real, effective and saved uid of pid from /proc/PID/status. */
 MMK_HIDDEN int mmk__proc_uids(pid_t pid, uid_t uids[3]);
 

@@ -8,8 +8,19 @@
  *    old target: a reaped target's stat descriptor fails with ESRCH.
  *  - /proc/PID/stat with the thread-group leader's PID sums every thread,
  *    live and exited: faults are per process.  CPU times are in clock ticks
- *    (sysconf(_SC_CLK_TCK)); schedstat (optional) adds ns resolution for the
+ *    (sysconf(_SC_CLK_TCK)); schedstat adds ns resolution for the
  *    utilisation of single-threaded targets.
+ *  - Idle shortcut: fault and CPU counters of a process change only while one
+ *    of its threads runs (faults are charged to the faulting task).  A
+ *    single-threaded target (a new thread needs the leader to run clone) whose
+ *    leader's run time and switch-in count are unchanged since a sample at
+ *    least 4 ms ago (one scheduler tick at HZ=250, which updates the run time
+ *    of a running task) did not run: its record is carried over.  A full read
+ *    happens at least once a second anyway, and always after the process ran,
+ *    so an exit (which runs do_exit) is never missed.  On a kernel with
+ *    HZ < 250 a process that ran without a tick or a switch for 4-10 ms can
+ *    have its update deferred to the next sample; cumulative counters are
+ *    never lost.
  *  - A target whose stat shows state 'Z' (zombie) while its pidfd is readable
  *    (the whole thread group exited), or whose stat fails with ESRCH, is
  *    dropped with one EXIT record; a zombie's counters are final and exact.
@@ -44,7 +55,8 @@ typedef struct target {
 	unsigned flags;
 	mmk__procstat base;   /* values at registration (zero when ABSOLUTE) */
 	mmk__procstat last;   /* last successful read */
-	uint64_t last_t_ns;
+	uint64_t last_t_ns;   /* time of the last sample */
+	uint64_t full_t_ns;   /* time of the last full (stat) read */
 	mmk_prof_record rec;  /* last record */
 	bool dead;            /* pidfd reported exit */
 } target;
@@ -120,14 +132,17 @@ int mmk__procstat_read(int fd, mmk__procstat *ps)
 	return 0;
 }
 
-int mmk__schedstat_read(int fd, uint64_t *run_ns)
+int mmk__schedstat_read(int fd, uint64_t *run_ns, uint64_t *pcount)
 {
 	char buf[128];
 	ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
 	if (n <= 0)
 		return n < 0 ? -errno : -ESRCH;
 	buf[n] = 0;
-	*run_ns = strtoull(buf, NULL, 10);
+	char *e;
+	*run_ns = strtoull(buf, &e, 10);
+	strtoull(e, &e, 10); /* run_delay */
+	*pcount = strtoull(e, NULL, 10);
 	return 0;
 }
 
@@ -250,7 +265,7 @@ int mmk_prof_sampler_add(mmk_prof_sampler *s, pid_t pid, int pidfd, unsigned fla
 		err = errno == ENOENT ? -ESRCH : -errno;
 		goto fail;
 	}
-	if (flags & MMK_PROF_ADD_SCHEDSTAT) {
+	if (!(flags & MMK_PROF_ADD_STAT_ONLY)) {
 		snprintf(path, sizeof path, "/proc/%d/schedstat", (int)pid);
 		t.schedfd = open(path, O_RDONLY | O_CLOEXEC); /* optional */
 	}
@@ -265,7 +280,7 @@ int mmk_prof_sampler_add(mmk_prof_sampler *s, pid_t pid, int pidfd, unsigned fla
 		err = -ESRCH;
 		goto fail;
 	}
-	if (t.schedfd >= 0 && mmk__schedstat_read(t.schedfd, &t.last.run_ns) < 0)
+	if (t.schedfd >= 0 && mmk__schedstat_read(t.schedfd, &t.last.run_ns, &t.last.pcount) < 0)
 		t.last.run_ns = 0;
 	if (!(flags & MMK_PROF_ADD_ABSOLUTE))
 		t.base = t.last;
@@ -275,7 +290,7 @@ int mmk_prof_sampler_add(mmk_prof_sampler *s, pid_t pid, int pidfd, unsigned fla
 		goto fail;
 	}
 	uint64_t now = mmk_prof_now_ns();
-	t.last_t_ns = now;
+	t.last_t_ns = t.full_t_ns = now;
 	t.rec = (mmk_prof_record){ .t_ns = now - s->o.start_ns, .pid = pid, .kind = MMK_PROF_REGISTER,
 				   .nthreads = (uint16_t)t.last.nthreads };
 	if (flags & MMK_PROF_ADD_ABSOLUTE) { /* show what it already has */
@@ -334,6 +349,19 @@ static int sample_one(mmk_prof_sampler *s, target *t, uint64_t tick)
 {
 	mmk__procstat ps = {0};
 	uint64_t now = mmk_prof_now_ns();
+	uint64_t run = 0, pc = 0;
+	bool have_sched = t->schedfd >= 0 && mmk__schedstat_read(t->schedfd, &run, &pc) == 0;
+	/* idle shortcut (see mmkit/prof.h): did not run => nothing changed */
+	if (have_sched && t->last.nthreads == 1 && t->last.run_ns && run == t->last.run_ns &&
+	    pc == t->last.pcount && !(t->flags & MMK_PROF_ADD_CHILDREN) && now - t->last_t_ns >= 4000000ull &&
+	    now - t->full_t_ns < 1000000000ull && t->rec.kind != MMK_PROF_EXIT) {
+		t->rec.kind = MMK_PROF_SAMPLE;
+		t->rec.tick = tick;
+		t->rec.t_ns = now - s->o.start_ns;
+		t->rec.d_minflt = t->rec.d_majflt = t->rec.d_cpu_us = t->rec.util_ppm = 0;
+		t->last_t_ns = now;
+		return 0;
+	}
 	int err = mmk__procstat_read(t->statfd, &ps);
 	if (err < 0) { /* reaped: the last values are final */
 		t->rec.kind = MMK_PROF_EXIT;
@@ -348,8 +376,10 @@ static int sample_one(mmk_prof_sampler *s, target *t, uint64_t tick)
 		struct pollfd pf = { t->pidfd, POLLIN, 0 };
 		gone = poll(&pf, 1, 0) == 1;
 	}
-	if (t->schedfd >= 0 && !gone && mmk__schedstat_read(t->schedfd, &ps.run_ns) < 0)
-		ps.run_ns = 0;
+	if (have_sched && !gone) {
+		ps.run_ns = run;
+		ps.pcount = pc;
+	}
 	bool ch = t->flags & MMK_PROF_ADD_CHILDREN;
 	mmk_prof_record r = { .tick = tick, .t_ns = now - s->o.start_ns, .pid = t->pid,
 			      .kind = gone ? MMK_PROF_EXIT : MMK_PROF_SAMPLE,
@@ -372,7 +402,7 @@ static int sample_one(mmk_prof_sampler *s, target *t, uint64_t tick)
 	double u = dt ? (double)dcpu / (double)dt : 0;
 	r.util_ppm = (uint32_t)(u * 1e6 > 4e9 ? 4e9 : u * 1e6 + 0.5);
 	t->last = ps;
-	t->last_t_ns = now;
+	t->last_t_ns = t->full_t_ns = now;
 	t->rec = r;
 	return gone;
 }

@@ -83,13 +83,15 @@ static int cmd_daemon(int argc, char **argv)
 			o.max_targets = strtoul(opt_val(argc, argv, &i), NULL, 10);
 		else if (!strcmp(argv[i], "--dir"))
 			o.dir = opt_val(argc, argv, &i);
-		else if (!strcmp(argv[i], "--schedstat"))
-			o.schedstat = true;
+		else if (!strcmp(argv[i], "--stat-only"))
+			o.stat_only = true;
+		else if (!strcmp(argv[i], "--no-rt"))
+			o.no_rt = true;
 		else if (!strcmp(argv[i], "--detach"))
 			detach = true;
 		else {
 			fprintf(stderr, "usage: mmkit prof daemon [--rate HZ] [--records N] [--max-procs N] "
-					"[--schedstat] [--dir DIR] [--detach]\n");
+					"[--stat-only] [--no-rt] [--dir DIR] [--detach]\n");
 			return 2;
 		}
 	}
@@ -173,11 +175,11 @@ static int cmd_stats(int argc, char **argv)
 	if (err < 0)
 		return mmk_tool_fail("prof stats", err);
 	printf("rate_hz %.3f\nticks %llu\nskipped %llu\nrecords %llu\ntargets %u\ncpu_s %.6f\nwall_s %.3f\n"
-	       "overhead_pct_of_one_cpu %.4f\njitter_p50_us %.1f\njitter_p99_us %.1f\njitter_max_us %.1f\n",
+	       "overhead_pct_of_one_cpu %.4f\njitter_p50_us %.1f\njitter_p99_us %.1f\njitter_max_us %.1f\nrealtime %d\n",
 	       st.rate_hz, (unsigned long long)st.ticks, (unsigned long long)st.skipped,
 	       (unsigned long long)st.records, st.targets, st.cpu_s, st.wall_s,
 	       st.wall_s > 0 ? 100.0 * st.cpu_s / st.wall_s : 0, (double)st.jitter_p50_ns / 1e3,
-	       (double)st.jitter_p99_ns / 1e3, (double)st.jitter_max_ns / 1e3);
+	       (double)st.jitter_p99_ns / 1e3, (double)st.jitter_max_ns / 1e3, st.realtime);
 	return 0;
 }
 
@@ -377,7 +379,7 @@ static int session_spawn(session *s, char **argv, const char *label)
 	memset(p, 0, sizeof *p);
 	p->pid = pid;
 	snprintf(p->label, sizeof p->label, "%s", label);
-	int err = mmk_prof_sampler_add(s->smp, pid, -1, MMK_PROF_ADD_ABSOLUTE | MMK_PROF_ADD_SCHEDSTAT | s->flags);
+	int err = mmk_prof_sampler_add(s->smp, pid, -1, MMK_PROF_ADD_ABSOLUTE | s->flags);
 	p->start_s = (double)mmk_prof_now_ns() / 1e9;
 	if (write(sync[1], "g", 1) != 1)
 		err = err ? err : -EPIPE;
@@ -1086,8 +1088,8 @@ static int cmd_case(int argc, char **argv)
 	char absout[4096];
 	if (!realpath(out, absout))
 		return mmk_tool_fail(out, -errno);
-	if (limit < 0) /* case 2 thrashes past ~16 x 200 MiB; case 1 runs unconstrained */
-		limit = which == 2 ? (quick ? 96 : 3584) : 0;
+	if (limit < 0) /* case 2: 16 x 200 MiB just exceed 3 GiB; case 1 runs unconstrained */
+		limit = which == 2 ? (quick ? 96 : 3072) : 0;
 	if (swap_mb < 0)
 		swap_mb = quick ? 512 : 4096;
 	catch_signals();
@@ -1107,7 +1109,7 @@ int mmk_cmd_prof(int argc, char **argv)
 {
 	static const char *usage_text =
 		"usage: mmkit prof SUBCOMMAND ...\n"
-		"  daemon [--rate HZ] [--records N] [--max-procs N] [--schedstat] [--detach] [--dir DIR]\n"
+		"  daemon [--rate HZ] [--records N] [--max-procs N] [--stat-only] [--no-rt] [--detach] [--dir DIR]\n"
 		"  register PID | unregister PID | list | stats | stop      [--dir DIR]\n"
 		"  monitor [--follow] [--csv] [--mp3] [--dir DIR]\n"
 		"  run [--rate HZ] [--csv FILE|-] [--plot FILE.png] [--children] -- CMD ARGS...\n"

@@ -225,6 +225,8 @@ static void visibility_case(unsigned flags)
 	assert_true(pid >= 0);
 	volatile unsigned char *m = addr;
 	if (pid == 0) {
+		close(p2c[1]);
+		close(c2p[0]);
 		if (!sync_read(p2c[0]))
 			_exit(9);
 		for (size_t i = 0; i < half; i++)
@@ -252,17 +254,18 @@ static void visibility_case(unsigned flags)
 		assert_int_equal(probe_write((volatile char *)m), 1000 + SIGSEGV);
 	}
 	assert_int_equal(count_memfd_fds("sfork", NULL), 0);
+	close(p2c[0]);
+	close(c2p[1]);
 	sync_write(p2c[1]);
-	assert_true(sync_read(c2p[0]));
+	if (!sync_read(c2p[0]))
+		fail_msg("flags %#x: child failed with code %d", flags, wait_code(pid));
 	for (size_t i = half; i < len; i++)
 		if (m[i] != (cw ? 0xB2 : 0))
 			fail_msg("flags %#x: parent sees %#x at %zu", flags, m[i], i);
 	assert_int_equal(wait_code(pid), 0);
 	assert_int_equal(munmap(addr, len), 0);
-	close(p2c[0]);
 	close(p2c[1]);
 	close(c2p[0]);
-	close(c2p[1]);
 }
 
 static void test_visibility_all_flags(void **state)
@@ -314,6 +317,7 @@ static void test_readonly_seal_and_multi(void **state)
 		sync_write(sync[1]);
 		_exit(0);
 	}
+	close(sync[1]);
 	assert_false(r[1].writable);
 	assert_true(r[0].writable);
 	/* the names show in /proc/self/maps */
@@ -328,7 +332,8 @@ static void test_readonly_seal_and_multi(void **state)
 	assert_int_equal(seen, 3);
 	assert_int_equal(mprotect(r[1].addr, r[1].map_len, PROT_READ | PROT_WRITE), -1);
 	assert_int_equal(errno, EACCES);
-	assert_true(sync_read(sync[0]));
+	if (!sync_read(sync[0]))
+		fail_msg("child failed with code %d", wait_code(pid));
 	assert_int_equal(((char *)r[1].addr)[5], 'c');
 	assert_int_equal(((char *)r[2].addr)[7], 'x');
 	assert_int_equal(wait_code(pid), 0);
@@ -336,7 +341,6 @@ static void test_readonly_seal_and_multi(void **state)
 		assert_int_equal(mmk_shared_release(&r[i]), 0);
 	assert_int_equal(mmk_shared_release(&r[0]), -EINVAL);
 	close(sync[0]);
-	close(sync[1]);
 }
 
 /* ---- populate ----------------------------------------------------------------- */

@@ -17,6 +17,7 @@
  * in the scan and then copying into the pages would mark them written again.
  */
 #include "snapshot/snap.h"
+#include "sys/state.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -136,6 +137,8 @@ static int rebuild_sorted(mmk_snap *s)
 struct scan_ctx {
 	mmk_snap *s;
 	int op, depth;
+	bool wp_done;   /* the scan itself re-protected (PM_SCAN_WP_MATCHING) */
+	bool reprotect; /* restore: re-protect what was copied back */
 	size_t hint;
 	int err;
 };
@@ -158,9 +161,11 @@ static void on_written(struct scan_ctx *c, mmk__region *r, uintptr_t a, uintptr_
 	} else {
 		mmk__copy((void *)a, r->shadow + off, len);
 	}
-	int rc = mmk__uffd_wp(&c->s->uffd_async, a, len, true);
-	if (rc < 0 && !c->err)
-		c->err = rc;
+	if (!c->wp_done && (c->op == 's' || c->reprotect)) {
+		int rc = mmk__uffd_wp(&c->s->uffd_async, a, len, true);
+		if (rc < 0 && !c->err)
+			c->err = rc;
+	}
 	r->last_dirty += len / MMK__PAGE;
 }
 
@@ -185,23 +190,55 @@ static int scan_range(uintptr_t a, uintptr_t b, void *arg)
 	return 0;
 }
 
-static int a_scan_all(mmk_snap *s, int op, int depth)
+/* Does any other object have async regions in [lo, hi)?  Then a scan with
+ * PM_SCAN_WP_MATCHING would re-protect its written pages too. */
+static bool foreign_async(mmk_snap *s, uintptr_t lo, uintptr_t hi)
+{
+	mmk__state *st = mmk__st();
+	size_t n = atomic_load(&st->snap_nregions);
+	for (size_t i = 0; i < n; i++) {
+		mmk__region *r = atomic_load(&st->snap_regions[i]);
+		if (r && r->owner != s && r->be == &mmk__be_async && r->start < hi && r->end > lo)
+			return true;
+	}
+	return false;
+}
+
+/* op 's' (push): written pages go to the shadow and are re-protected, in the
+ * scan itself when no other object shares the span.  op 'r' (restore):
+ * written pages are copied back from the shadow; re-protected only with
+ * `reprotect` — after mmcontext(1) or a failed mmk_try the next call is a
+ * save, which re-protects in its scan anyway, so the restore saves one
+ * ioctl per range (the pages stay "written" until then, which is correct:
+ * they equal the shadow). */
+static int scan_all(mmk_snap *s, int op, int depth, bool reprotect)
 {
 	int rc = rebuild_sorted(s);
 	if (rc < 0 || s->nasync == 0)
 		return rc;
 	for (size_t i = 0; i < s->nasync; i++)
 		s->async_sorted[i]->last_dirty = 0;
-	struct scan_ctx c = { .s = s, .op = op, .depth = depth };
+	struct scan_ctx c = { .s = s, .op = op, .depth = depth, .reprotect = reprotect };
 	uintptr_t lo = s->async_sorted[0]->start, hi = 0;
 	for (size_t i = 0; i < s->nasync; i++)
 		if (s->async_sorted[i]->end > hi)
 			hi = s->async_sorted[i]->end;
-	long n = mmk__pagemap_scan(lo, hi, 0, PAGE_IS_WPALLOWED | PAGE_IS_WRITTEN, 0, scan_range, &c);
+	uint64_t flags = 0;
+	if (op == 's' && !foreign_async(s, lo, hi)) {
+		flags = PM_SCAN_WP_MATCHING;
+		c.wp_done = true;
+	}
+	long n = mmk__pagemap_scan(lo, hi, flags, PAGE_IS_WPALLOWED | PAGE_IS_WRITTEN, 0, scan_range, &c);
 	if (n < 0)
 		return (int)n;
 	return c.err;
 }
+
+int mmk__async_scan(mmk_snap *s, int op, int depth, bool reprotect)
+{
+	return scan_all(s, op, depth, reprotect);
+}
+
 
 /* ---- per region: forced pages and levels ----------------------------------------- */
 
@@ -285,7 +322,6 @@ const mmk__backend mmk__be_async = {
 	.push = a_push,
 	.restore = a_restore,
 	.drop = a_drop,
-	.scan_all = a_scan_all,
 	.refill = a_refill,
 	.bytes = a_bytes,
 };

@@ -33,9 +33,16 @@ __attribute__((destructor)) static void mmcontext_fini(void)
 
 typedef struct mmctx {
 	mmk_snap *snap;
-	pid_t pid;
+	bool inherited; /* set in a forked child (pthread_atfork) */
 	bool saved;
 } mmctx;
+
+static void mmctx_atfork_child(void)
+{
+	mmctx *c = mmk__st()->mmcontext;
+	if (c)
+		c->inherited = true;
+}
 
 static mmctx *ctx(int *err)
 {
@@ -48,13 +55,15 @@ static mmctx *ctx(int *err)
 			return NULL;
 		}
 		st->mmcontext = c;
+		pthread_atfork(NULL, NULL, mmctx_atfork_child);
 	}
-	if (c->snap && c->pid != getpid()) {
+	if (c->snap && c->inherited) {
 		/* inherited from the parent: release our copy (destroy knows not
 		 * to touch the parent's registrations) and start afresh */
 		mmk_snap_destroy(c->snap);
 		c->snap = NULL;
 		c->saved = false;
+		c->inherited = false;
 	}
 	if (!c->snap) {
 		int rc = mmk_snap_create(&c->snap, NULL);
@@ -66,7 +75,6 @@ static mmctx *ctx(int *err)
 			*err = rc;
 			return NULL;
 		}
-		c->pid = getpid();
 	}
 	return c;
 }
@@ -113,7 +121,7 @@ int mmcontext(int op)
 		errno = EINVAL;
 		return -1;
 	}
-	int rc = mmk_snap_restore(c->snap);
+	int rc = mmk__snap_restore(c->snap, false); /* a save comes next */
 	mmk_snap_drop(c->snap);
 	c->saved = false;
 	if (rc < 0) {

@@ -35,15 +35,21 @@ static int read_statm(mmk_snap *s, unsigned long v[2])
 			return -errno;
 	}
 	char buf[128];
-	ssize_t n = pread(s->statm_fd, buf, sizeof buf - 1, 0);
+	/* the raw system call: glibc's pread() is a cancellation point and
+	 * writes the thread's TCB, which process scope tracks — one spurious
+	 * dirty page (a fault, a copy, an ioctl) per call otherwise */
+	ssize_t n = syscall(SYS_pread64, s->statm_fd, buf, sizeof buf - 1, 0);
 	if (n <= 0)
 		return n < 0 ? -errno : -EIO;
 	buf[n] = 0;
 	unsigned long f[6] = { 0 };
 	if (sscanf(buf, "%lu %lu %lu %lu %lu %lu", &f[0], &f[1], &f[2], &f[3], &f[4], &f[5]) != 6)
 		return -EIO;
-	v[0] = f[0]; /* total virtual size */
-	v[1] = f[5]; /* data + stack */
+	/* total virtual size and data + stack, less mmkit's own mappings
+	 * (the engine maps and unmaps shadows and page stores itself) */
+	size_t self = mmk__self_pages();
+	v[0] = f[0] - self;
+	v[1] = f[5] - self;
 	return 0;
 }
 

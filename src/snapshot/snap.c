@@ -207,20 +207,25 @@ static const mmk__backend *backend_for(mmk_snap *s, uintptr_t start, uintptr_t e
 static const mmk__backend *best_backend(const mmk__region *r)
 {
 	double d = r->ewma_dirty, n = (double)r->npages;
-	if ((r->end - r->start) < COPY_MAX && !r->automatic)
-		return &mmk__be_copy;
-	if (d > 0.35 * n)
+	const mmk__backend *cur = r->be;
+	/* Small regions stay where they are: every choice is cheap there and
+	 * switching is not. */
+	if (r->end - r->start < COPY_MAX)
+		return cur;
+	/* hysteresis bands, so a region does not flap between backends */
+	if (cur == &mmk__be_copy ? d > 0.2 * n : d > 0.5 * n)
 		return &mmk__be_copy;
 	/* lazy only for large regions and a clear win: it depends on mmkit's
 	 * SIGBUS handler staying installed, and a restore cannot re-create a
 	 * lazy region that was unmapped */
 	double lazy = d * 2.5, async = n * 0.0007 + d * 0.5;
 	bool big = r->end - r->start >= LAZY_MIN / 4;
-	if (can_lazy(r->map_flags) && ((big && 2 * lazy < async) || !can_async()))
+	if (can_lazy(r->map_flags) &&
+	    ((big && (cur == &mmk__be_lazy ? lazy < async : 4 * lazy < async)) || !can_async()))
 		return &mmk__be_lazy;
 	if (can_async())
 		return &mmk__be_async;
-	return &mmk__be_copy;
+	return can_lazy(r->map_flags) ? &mmk__be_lazy : &mmk__be_copy;
 }
 
 static void adapt(mmk_snap *s, mmk__region *r)
@@ -517,7 +522,7 @@ int mmk_snap_save(mmk_snap *s)
 				return rc;
 			break;
 		}
-	rc = mmk__be_async.scan_all(s, 's', nd);
+	rc = mmk__async_scan(s, 's', nd, true);
 	if (rc < 0)
 		return rc;
 	for (size_t i = 0; i < s->nregions; i++) {
@@ -542,6 +547,11 @@ int mmk_snap_save(mmk_snap *s)
 
 int mmk_snap_restore(mmk_snap *s)
 {
+	return mmk__snap_restore(s, true);
+}
+
+int mmk__snap_restore(mmk_snap *s, bool reprotect)
+{
 	if (!s)
 		return -EINVAL;
 	if (s->depth == 0)
@@ -552,14 +562,13 @@ int mmk_snap_restore(mmk_snap *s)
 			return rc;
 	}
 	size_t dirty = 0;
-	int rc = mmk__be_async.scan_all(s, 'r', s->depth);
+	int rc = mmk__async_scan(s, 'r', s->depth, reprotect);
 	for (size_t i = 0; i < s->nregions; i++) {
 		mmk__region *r = s->regions[i];
 		if (r->birth > s->depth || r->gone)
 			continue; /* not in this image: process scope unmapped it */
 		r->copy_sampled = s->adaptive && r->be == &mmk__be_copy &&
-				  (r->automatic || r->end - r->start >= COPY_MAX) &&
-				  s->restores % COPY_SAMPLE == 0;
+				  r->end - r->start >= COPY_MAX && s->restores % COPY_SAMPLE == 0;
 		int e = r->broken ? MMK_EFATAL : r->be->restore(s, r, s->depth);
 		if (e < 0 && rc == 0)
 			rc = e; /* keep going: restore as much as possible */

@@ -74,10 +74,6 @@ typedef struct mmk__backend {
 	int (*push)(struct mmk_snap *s, struct mmk__region *r, int newdepth);
 	int (*restore)(struct mmk_snap *s, struct mmk__region *r, int depth);
 	int (*drop)(struct mmk_snap *s, struct mmk__region *r, int depth);
-	/* Optional, once per object before the per-region loop of a save
-	 * (op 's', newdepth) or restore (op 'r', depth): async does its one
-	 * combined PAGEMAP_SCAN here. */
-	int (*scan_all)(struct mmk_snap *s, int op, int depth);
 	/* Optional: the mapping was re-created empty at [start, end); fill it
 	 * with image(L_depth) and track it again.  NULL: the backend keeps no
 	 * full copy and cannot (lazy). */
@@ -154,6 +150,11 @@ MMK_HIDDEN int mmk__lazy_install_handler(void);
 /* try.c: offered every crash signal that is not mmkit's own; does not
  * return if a mmk_try on this thread takes it */
 MMK_HIDDEN void mmk__try_crash(int sig);
+/* async.c: the combined scan; op 's' push, 'r' restore */
+MMK_HIDDEN int mmk__async_scan(struct mmk_snap *s, int op, int depth, bool reprotect);
+/* snap.c: restore; reprotect=false when the caller drops the level next and
+ * the following call is expected to be a save (mmcontext, mmk_try) */
+MMK_HIDDEN int mmk__snap_restore(struct mmk_snap *s, bool reprotect);
 /* the level store i of r, allocated on first use */
 MMK_HIDDEN mmk__pstore *mmk__level(mmk__region *r, int i);
 

@@ -76,7 +76,7 @@ static __attribute__((noinline)) int run(try_frame *f, int (*fn)(void *), void *
 			mmk_snap_drop(f->snap);
 			return 0;
 		}
-		mmk_snap_restore(f->snap);
+		mmk__snap_restore(f->snap, false);
 		mmk_snap_drop(f->snap);
 		return MMK_EFAILED;
 	}

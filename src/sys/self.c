@@ -90,6 +90,7 @@ void *mmk__self_alloc(size_t len)
 		munmap(p, len);
 		return NULL;
 	}
+	atomic_fetch_add(&mmk__st()->self_pages, len / MMK__PAGE);
 	return p;
 }
 
@@ -108,6 +109,7 @@ void mmk__self_free(void *p, size_t len)
 	}
 	pthread_mutex_unlock(&st->self_lock);
 	munmap(p, len);
+	atomic_fetch_sub(&st->self_pages, len / MMK__PAGE);
 }
 
 int mmk__self_subtract(uintptr_t a, uintptr_t b, int (*fn)(uintptr_t, uintptr_t, void *), void *arg)
@@ -165,6 +167,11 @@ bool mmk__self_contains(uintptr_t start, uintptr_t end)
 		hit = start < st->self[i].end && end > st->self[i].start;
 	pthread_mutex_unlock(&st->self_lock);
 	return hit;
+}
+
+size_t mmk__self_pages(void)
+{
+	return atomic_load(&mmk__st()->self_pages);
 }
 
 void mmk__self_object(const char **path)

@@ -32,6 +32,7 @@ typedef struct mmk__state {
 
 	/* mmkit's own anonymous memory (self.c) */
 	pthread_mutex_t self_lock;
+	_Atomic size_t self_pages;  /* total size of self mappings, in pages */
 	size_t self_n;
 	struct { uintptr_t start, end; } self[MMK__SELF_MAX];
 	const char *self_path; /* libmmkit.so path, or NULL when linked statically */

@@ -127,6 +127,9 @@ MMK_HIDDEN void *mmk__self_alloc(size_t len);
 MMK_HIDDEN void mmk__self_free(void *p, size_t len);
 MMK_HIDDEN bool mmk__self_contains(uintptr_t start, uintptr_t end); /* any overlap */
 MMK_HIDDEN bool mmk__self_covers(uintptr_t start, uintptr_t end);   /* entirely */
+/* Pages currently mapped by mmk__self_alloc (so that address-space
+ * fingerprints can ignore mmkit's own mappings). */
+MMK_HIDDEN size_t mmk__self_pages(void);
 /* Call fn for each part of [a, b) that is not mmkit's own memory (the kernel
  * may have merged a self mapping with a neighbour); stops on non-zero. */
 MMK_HIDDEN int mmk__self_subtract(uintptr_t a, uintptr_t b,

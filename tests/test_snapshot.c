@@ -522,6 +522,60 @@ static void test_mmcontext_heap(void **state)
 	malloc_trim(0);
 }
 
+/* nested save points on the whole process, with the heap and mappings
+ * changing at every level */
+static void test_process_nested(void **state)
+{
+	(void)state;
+	if (under_asan())
+		MMK_SKIP("ASan's heap lives in its giant reservation, which process scope skips by design");
+	mmk_snap *s = mmk_context();
+	assert_non_null(s);
+	uint64_t seed = mmk_test_seed();
+	char *a = malloc(1000);
+	memset(a, 'A', 1000);
+	g_counter = 1;
+	void *brk1 = sbrk(0);
+	assert_int_equal(mmk_snap_save(s), 1);
+	char *b = malloc(200000); /* mmapped */
+	memset(b, 'B', 200000);
+	memset(a, 'a', 500);
+	g_counter = 2;
+	void *brk2 = sbrk(0);
+	assert_int_equal(mmk_snap_save(s), 2);
+	char *c = mmap(NULL, 5 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	c[0] = 'C';
+	char *volatile laundered = b; /* freed here, alive again after the restore */
+	free(laundered);
+	memset(a, 'x', 1000);
+	g_counter = 3;
+	sbrk(64 << 10);
+	for (int i = 0; i < 100; i++)
+		free(malloc(1 + mmk_test_rand(&seed) % 9000));
+	/* back to level 2: b exists again, c is gone */
+	assert_int_equal(mmk_snap_restore(s), 0);
+	assert_int_equal(g_counter, 2);
+	assert_ptr_equal(sbrk(0), brk2);
+	for (int i = 0; i < 200000; i++)
+		assert_int_equal(b[i], 'B');
+	for (int i = 0; i < 1000; i++)
+		assert_int_equal(a[i], i < 500 ? 'a' : 'A');
+	unsigned char vec[5];
+	assert_int_equal(mincore(c, 5 * PG, vec), -1);
+	/* drop level 2, then back to level 1 */
+	assert_int_equal(mmk_snap_drop(s), 1);
+	memset(a, 'y', 1000);
+	assert_int_equal(mmk_snap_restore(s), 0);
+	assert_int_equal(g_counter, 1);
+	assert_ptr_equal(sbrk(0), brk1);
+	for (int i = 0; i < 1000; i++)
+		assert_int_equal(a[i], 'A');
+	assert_int_equal(mmk_snap_drop(s), 0);
+	free(a);
+	void *x = malloc(300000);
+	free(x);
+}
+
 /* mappings created after the save are unmapped by the restore; tracked
  * mappings unmapped after the save come back with their contents */
 static void process_mappings_child(void)
@@ -677,6 +731,7 @@ int main(void)
 		cmocka_unit_test(test_try_lazy),
 		cmocka_unit_test(test_mmcontext_rules),
 		cmocka_unit_test(test_mmcontext_heap),
+		cmocka_unit_test(test_process_nested),
 		cmocka_unit_test(test_exit_with_saved_context),
 		cmocka_unit_test(test_threads_async),
 		cmocka_unit_test(test_threads_lazy),

@@ -153,6 +153,18 @@ MMK_API int mmk_snap_depth(const mmk_snap *s);
 /* Process scope: re-read the address space now. */
 MMK_API int mmk_snap_rescan(mmk_snap *s);
 
+/* Call fn(addr, len, arg) for each run of pages that changed since the top
+ * save point (for the tracking backends exactly the pages written since it,
+ * or since the last restore to it; for copy regions the pages that differ
+ * from the saved copy).  Runs are page-aligned, in no particular order
+ * across regions, and do not overlap.  fn returning non-zero stops the walk
+ * and is returned.  Memory is not changed and nothing is re-protected, so
+ * the pages stay reported until the next save, restore or drop.  This is
+ * what a redo log needs at commit time (see mmk_rvm).
+ * Errors: -EINVAL depth 0; -errno from the kernel scan. */
+typedef int (*mmk_snap_run_fn)(void *addr, size_t len, void *arg);
+MMK_API int mmk_snap_changed(mmk_snap *s, mmk_snap_run_fn fn, void *arg);
+
 typedef struct mmk_snap_stats {
 	size_t regions;          /* tracked regions */
 	size_t pages_tracked;    /* pages in tracked regions */

@@ -306,6 +306,51 @@ static int a_refill(mmk_snap *s, mmk__region *r, int d)
 	return rc;
 }
 
+struct changed_ctx {
+	mmk_snap_run_fn fn;
+	void *arg;
+	int rc;
+};
+
+static int changed_range(uintptr_t a, uintptr_t b, void *arg)
+{
+	struct changed_ctx *c = arg;
+	c->rc = c->fn((void *)a, b - a, c->arg);
+	return c->rc ? 1 : 0; /* non-zero stops the scan */
+}
+
+static bool page_written(uintptr_t a)
+{
+	struct page_region v;
+	struct pm_scan_arg q = { .size = sizeof q, .start = a, .end = a + MMK__PAGE,
+				 .vec = (uintptr_t)&v, .vec_len = 1,
+				 .category_mask = PAGE_IS_WRITTEN, .return_mask = PAGE_IS_WRITTEN };
+	return mmk__pagemap_scan_raw(&q) == 1;
+}
+
+static int a_changed(mmk_snap *s, mmk__region *r, int d, mmk_snap_run_fn fn, void *arg)
+{
+	(void)s;
+	(void)d;
+	/* forced pages (they differ from the shadow without being written),
+	 * unless written too: the scan below reports those */
+	mmk__pstore *forced = &r->levels[0];
+	for (size_t k = 0; k < forced->n; k++) {
+		uintptr_t a = r->start + forced->idx[k] * MMK__PAGE;
+		if (page_written(a))
+			continue;
+		int rc = fn((void *)a, MMK__PAGE, arg);
+		if (rc)
+			return rc;
+	}
+	struct changed_ctx c = { fn, arg, 0 };
+	long n = mmk__pagemap_scan(r->start, r->end, 0, PAGE_IS_WPALLOWED | PAGE_IS_WRITTEN, 0,
+				   changed_range, &c);
+	if (c.rc)
+		return c.rc;
+	return n < 0 ? (int)n : 0;
+}
+
 static size_t a_bytes(const mmk__region *r)
 {
 	size_t n = MMK__PAGE_UP(rlen(r)); /* the shadow (virtual; populated as used) */
@@ -322,6 +367,7 @@ const mmk__backend mmk__be_async = {
 	.push = a_push,
 	.restore = a_restore,
 	.drop = a_drop,
+	.changed = a_changed,
 	.refill = a_refill,
 	.bytes = a_bytes,
 };

@@ -78,6 +78,30 @@ static int c_drop(mmk_snap *s, mmk__region *r, int d)
 	return 0;
 }
 
+static int c_changed(mmk_snap *s, mmk__region *r, int d, mmk_snap_run_fn fn, void *arg)
+{
+	(void)s;
+	/* whole pages of the region that differ from the copy, in runs */
+	uintptr_t run = 0, runend = 0;
+	for (uintptr_t a = r->start; a < r->end; a += MMK__PAGE) {
+		uintptr_t lo = a > r->ustart ? a : r->ustart;
+		uintptr_t hi = a + MMK__PAGE < r->uend ? a + MMK__PAGE : r->uend;
+		bool diff = lo < hi && mmk__cmp((void *)lo, r->copies[d] + (lo - r->ustart), hi - lo);
+		if (diff && runend == a) {
+			runend = a + MMK__PAGE;
+			continue;
+		}
+		if (runend > run) {
+			int rc = fn((void *)run, runend - run, arg);
+			if (rc)
+				return rc;
+		}
+		run = a;
+		runend = diff ? a + MMK__PAGE : a;
+	}
+	return runend > run ? fn((void *)run, runend - run, arg) : 0;
+}
+
 static int c_refill(mmk_snap *s, mmk__region *r, int d)
 {
 	return c_restore(s, r, d);
@@ -100,6 +124,7 @@ const mmk__backend mmk__be_copy = {
 	.push = c_push,
 	.restore = c_restore,
 	.drop = c_drop,
+	.changed = c_changed,
 	.refill = c_refill,
 	.bytes = c_bytes,
 };

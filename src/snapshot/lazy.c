@@ -225,6 +225,28 @@ static int l_drop(mmk_snap *s, mmk__region *r, int d)
 	return 0;
 }
 
+/* in runs of consecutive indices, as they were first written */
+static int report_set(mmk__region *r, mmk__pstore *ps, mmk_snap_run_fn fn, void *arg)
+{
+	size_t k = 0;
+	while (k < ps->n) {
+		size_t j = k + 1;
+		while (j < ps->n && ps->idx[j] == ps->idx[j - 1] + 1)
+			j++;
+		int rc = fn((char *)r->start + ps->idx[k] * MMK__PAGE, (j - k) * MMK__PAGE, arg);
+		if (rc)
+			return rc;
+		k = j;
+	}
+	return 0;
+}
+
+static int l_changed(mmk_snap *s, mmk__region *r, int d, mmk_snap_run_fn fn, void *arg)
+{
+	(void)s;
+	return report_set(r, &r->levels[d], fn, arg);
+}
+
 static size_t l_bytes(const mmk__region *r)
 {
 	size_t n = 0;
@@ -241,5 +263,6 @@ const mmk__backend mmk__be_lazy = {
 	.push = l_push,
 	.restore = l_restore,
 	.drop = l_drop,
+	.changed = l_changed,
 	.bytes = l_bytes,
 };

@@ -600,6 +600,23 @@ int mmk_snap_drop(mmk_snap *s)
 	return rc < 0 ? rc : s->depth;
 }
 
+int mmk_snap_changed(mmk_snap *s, mmk_snap_run_fn fn, void *arg)
+{
+	if (!s || !fn)
+		return -EINVAL;
+	if (s->depth == 0)
+		return -EINVAL;
+	for (size_t i = 0; i < s->nregions; i++) {
+		mmk__region *r = s->regions[i];
+		if (r->gone || r->birth > s->depth)
+			continue;
+		int rc = r->be->changed(s, r, s->depth, fn, arg);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
 int mmk_snap_depth(const mmk_snap *s)
 {
 	return s ? s->depth : -EINVAL;

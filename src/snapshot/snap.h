@@ -74,6 +74,9 @@ typedef struct mmk__backend {
 	int (*push)(struct mmk_snap *s, struct mmk__region *r, int newdepth);
 	int (*restore)(struct mmk_snap *s, struct mmk__region *r, int depth);
 	int (*drop)(struct mmk_snap *s, struct mmk__region *r, int depth);
+	/* report the runs of pages changed since L_depth (no side effects) */
+	int (*changed)(struct mmk_snap *s, struct mmk__region *r, int depth,
+		       mmk_snap_run_fn fn, void *arg);
 	/* Optional: the mapping was re-created empty at [start, end); fill it
 	 * with image(L_depth) and track it again.  NULL: the backend keeps no
 	 * full copy and cannot (lazy). */

@@ -9,6 +9,7 @@ export MMKIT_PROF_DIR=$(mktemp -d /tmp/mmkit-prof-sh-XXXXXX)
 work=$(mktemp -d /tmp/mmkit-prof-out-XXXXXX)
 dpid=""
 cleanup() {
+  set +e
   [ -n "$dpid" ] && kill "$dpid" 2>/dev/null && wait "$dpid" 2>/dev/null
   [ -n "${sp:-}" ] && kill "$sp" 2>/dev/null
   rm -rf "$MMKIT_PROF_DIR" "$work"

@@ -26,18 +26,7 @@
 
 static int ensure_uffd(mmk_snap *s)
 {
-	if (s->uffd_async.fd >= 0)
-		return 0;
-	uint64_t f = UFFD_FEATURE_WP_ASYNC;
-	if (mmk_features_get()->uffd_wp_unpopulated)
-		f |= UFFD_FEATURE_WP_UNPOPULATED;
-	int rc = mmk__uffd_open(&s->uffd_async, f, 0);
-	return rc == -EOPNOTSUPP ? MMK_ENOFEAT : rc;
-}
-
-static size_t rlen(const mmk__region *r)
-{
-	return r->end - r->start;
+	return mmk__snap_uffd(&s->uffd_async, UFFD_FEATURE_WP_ASYNC);
 }
 
 struct fill {
@@ -55,10 +44,10 @@ static int copy_present(uintptr_t a, uintptr_t b, void *arg)
  * the fresh shadow reads as zero elsewhere, like the region) */
 static int track(mmk_snap *s, mmk__region *r)
 {
-	int rc = mmk__uffd_register(&s->uffd_async, r->start, rlen(r), UFFDIO_REGISTER_MODE_WP);
+	int rc = mmk__uffd_register(&s->uffd_async, r->start, mmk__rlen(r), UFFDIO_REGISTER_MODE_WP);
 	if (rc < 0)
 		return rc;
-	rc = mmk__uffd_wp(&s->uffd_async, r->start, rlen(r), true);
+	rc = mmk__uffd_wp(&s->uffd_async, r->start, mmk__rlen(r), true);
 	if (rc < 0)
 		goto fail;
 	struct fill f = { r };
@@ -70,7 +59,7 @@ static int track(mmk_snap *s, mmk__region *r)
 	}
 	return 0;
 fail:
-	mmk__uffd_unregister(&s->uffd_async, r->start, rlen(r));
+	mmk__uffd_unregister(&s->uffd_async, r->start, mmk__rlen(r));
 	return rc;
 }
 
@@ -81,12 +70,12 @@ static int a_attach(mmk_snap *s, mmk__region *r)
 		return rc;
 	if (!mmk__level(r, 0))
 		return -ENOMEM;
-	r->shadow = mmk__self_alloc(rlen(r));
+	r->shadow = mmk__self_alloc(mmk__rlen(r));
 	if (!r->shadow)
 		return -ENOMEM;
 	rc = track(s, r);
 	if (rc < 0) {
-		mmk__self_free(r->shadow, rlen(r));
+		mmk__self_free(r->shadow, mmk__rlen(r));
 		r->shadow = NULL;
 	}
 	return rc;
@@ -95,8 +84,8 @@ static int a_attach(mmk_snap *s, mmk__region *r)
 static void a_detach(mmk_snap *s, mmk__region *r)
 {
 	if (!r->gone)
-		mmk__uffd_unregister(&s->uffd_async, r->start, rlen(r));
-	mmk__self_free(r->shadow, rlen(r));
+		mmk__uffd_unregister(&s->uffd_async, r->start, mmk__rlen(r));
+	mmk__self_free(r->shadow, mmk__rlen(r));
 	r->shadow = NULL;
 }
 
@@ -297,11 +286,11 @@ static int a_drop(mmk_snap *s, mmk__region *r, int d)
 static int a_refill(mmk_snap *s, mmk__region *r, int d)
 {
 	(void)d;
-	mmk__copy((void *)r->start, r->shadow, rlen(r));
+	mmk__copy((void *)r->start, r->shadow, mmk__rlen(r));
 	mmk__pstore_clear(&r->levels[0], false);
-	int rc = mmk__uffd_register(&s->uffd_async, r->start, rlen(r), UFFDIO_REGISTER_MODE_WP);
+	int rc = mmk__uffd_register(&s->uffd_async, r->start, mmk__rlen(r), UFFDIO_REGISTER_MODE_WP);
 	if (rc == 0)
-		rc = mmk__uffd_wp(&s->uffd_async, r->start, rlen(r), true);
+		rc = mmk__uffd_wp(&s->uffd_async, r->start, mmk__rlen(r), true);
 	s->async_dirty = true;
 	return rc;
 }
@@ -353,7 +342,7 @@ static int a_changed(mmk_snap *s, mmk__region *r, int d, mmk_snap_run_fn fn, voi
 
 static size_t a_bytes(const mmk__region *r)
 {
-	size_t n = MMK__PAGE_UP(rlen(r)); /* the shadow (virtual; populated as used) */
+	size_t n = MMK__PAGE_UP(mmk__rlen(r)); /* the shadow (virtual; populated as used) */
 	for (int i = 1; r->levels && i <= MMK__SNAP_MAX_DEPTH; i++)
 		n += r->levels[i].n * MMK__PAGE;
 	return n;

@@ -31,18 +31,7 @@
 
 static int ensure_uffd(mmk_snap *s)
 {
-	if (s->uffd_lazy.fd >= 0)
-		return 0;
-	uint64_t f = UFFD_FEATURE_SIGBUS;
-	if (mmk_features_get()->uffd_wp_unpopulated)
-		f |= UFFD_FEATURE_WP_UNPOPULATED;
-	int rc = mmk__uffd_open(&s->uffd_lazy, f, 0);
-	return rc == -EOPNOTSUPP ? MMK_ENOFEAT : rc;
-}
-
-static size_t rlen(const mmk__region *r)
-{
-	return r->end - r->start;
+	return mmk__snap_uffd(&s->uffd_lazy, UFFD_FEATURE_SIGBUS);
 }
 
 /* ---- the SIGBUS handler ---------------------------------------------------------- */
@@ -137,7 +126,7 @@ static int protect_all(mmk_snap *s, mmk__region *r)
 		for (uintptr_t a = r->start; a < r->end; a += MMK__PAGE)
 			(void)*(volatile char *)a;
 	}
-	return mmk__uffd_wp(&s->uffd_lazy, r->start, rlen(r), true);
+	return mmk__uffd_wp(&s->uffd_lazy, r->start, mmk__rlen(r), true);
 }
 
 static int l_attach(mmk_snap *s, mmk__region *r)
@@ -149,21 +138,21 @@ static int l_attach(mmk_snap *s, mmk__region *r)
 		return rc;
 	if (!mmk__level(r, 0))
 		return -ENOMEM;
-	rc = mmk__uffd_register(&s->uffd_lazy, r->start, rlen(r), UFFDIO_REGISTER_MODE_WP);
+	rc = mmk__uffd_register(&s->uffd_lazy, r->start, mmk__rlen(r), UFFDIO_REGISTER_MODE_WP);
 	if (rc == -EINVAL && (r->map_flags & MMK__MAP_FILE))
 		return MMK_ENOFEAT; /* sync WP refuses private file mappings */
 	if (rc < 0)
 		return rc;
 	rc = protect_all(s, r);
 	if (rc < 0)
-		mmk__uffd_unregister(&s->uffd_lazy, r->start, rlen(r));
+		mmk__uffd_unregister(&s->uffd_lazy, r->start, mmk__rlen(r));
 	return rc;
 }
 
 static void l_detach(mmk_snap *s, mmk__region *r)
 {
 	if (!r->gone)
-		mmk__uffd_unregister(&s->uffd_lazy, r->start, rlen(r));
+		mmk__uffd_unregister(&s->uffd_lazy, r->start, mmk__rlen(r));
 }
 
 /* re-protect the pages written since the last push/restore, in runs */

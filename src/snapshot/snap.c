@@ -85,6 +85,16 @@ mmk__pstore *mmk__level(mmk__region *r, int i)
 	return ps;
 }
 
+int mmk__snap_uffd(mmk__uffd *u, uint64_t features)
+{
+	if (u->fd >= 0)
+		return 0;
+	if (mmk_features_get()->uffd_wp_unpopulated)
+		features |= UFFD_FEATURE_WP_UNPOPULATED;
+	int rc = mmk__uffd_open(u, features, 0);
+	return rc == -EOPNOTSUPP ? MMK_ENOFEAT : rc;
+}
+
 /* ---- registry ----------------------------------------------------------------- */
 
 bool mmk__snap_overlaps(uintptr_t start, uintptr_t end)

@@ -153,6 +153,13 @@ MMK_HIDDEN int mmk__lazy_install_handler(void);
 /* try.c: offered every crash signal that is not mmkit's own; does not
  * return if a mmk_try on this thread takes it */
 MMK_HIDDEN void mmk__try_crash(int sig);
+static inline size_t mmk__rlen(const mmk__region *r)
+{
+	return r->end - r->start;
+}
+/* Open u (once) with `features` plus WP_UNPOPULATED where the kernel has it;
+ * MMK_ENOFEAT if a feature is missing. */
+MMK_HIDDEN int mmk__snap_uffd(mmk__uffd *u, uint64_t features);
 /* async.c: the combined scan; op 's' push, 'r' restore */
 MMK_HIDDEN int mmk__async_scan(struct mmk_snap *s, int op, int depth, bool reprotect);
 /* snap.c: restore; reprotect=false when the caller drops the level next and

@@ -38,6 +38,7 @@
 #include <dirent.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -140,6 +141,7 @@ static pid_t *procs(int n, bool active)
 	for (int i = 0; i < n; i++) {
 		v[i] = fork();
 		if (v[i] == 0) {
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
 			static volatile char buf[4096];
 			for (unsigned k = 0;; k++) {
 				if (!active)
@@ -190,6 +192,7 @@ static pid_t daemon_start(double rate)
 	pid_t pid = fork();
 	if (pid == 0) {
 		close(p[0]);
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		mmk_prof_daemon_opts o = { .dir = g_dir, .rate_hz = rate, .ready_fd = p[1] };
 		_exit(mmk_prof_daemon_run(&o) < 0);
 	}
@@ -372,7 +375,7 @@ static void bench_jitter(void)
 	pid_t hogs[64];
 	for (int i = 0; i < ncpu && i < 64; i++) {
 		hogs[i] = fork();
-		if (hogs[i] == 0)
+		if (hogs[i] == 0 && prctl(PR_SET_PDEATHSIG, SIGKILL) == 0)
 			for (;;)
 				__asm__ volatile("" ::: "memory");
 	}

@@ -18,6 +18,7 @@
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -421,6 +422,7 @@ static void daemon_start(dmn *d, uid_t as_uid, double rate)
 	assert_true(d->pid >= 0);
 	if (d->pid == 0) {
 		close(p[0]);
+		prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive a failed test */
 		if (as_uid && (setgid(as_uid) < 0 || setuid(as_uid) < 0))
 			_exit(3);
 		mmk_prof_daemon_opts o = { .dir = d->dir, .rate_hz = rate, .ready_fd = p[1], .records = 1000 };

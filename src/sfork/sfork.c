@@ -173,10 +173,12 @@ static int prep_one(const mmk_sfork_region *r, prep *p)
 			 * was emptied meanwhile.  Map the child's view now. */
 			int prot = PROT_READ | (p->cw ? PROT_WRITE : 0);
 			int vfd = p->rw_fd;
-			if (!p->cw) {
+			if (!p->cw || !p->pw) {
 				rc = reopen_ro(p->rw_fd);
 				if (rc >= 0)
-					vfd = p->ro_fd = rc;
+					p->ro_fd = rc;
+				if (rc >= 0 && !p->cw)
+					vfd = p->ro_fd;
 			}
 			if (rc >= 0) {
 				void *a = mmap(NULL, huge_len, prot, MAP_SHARED, vfd, 0);

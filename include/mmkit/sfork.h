@@ -34,9 +34,10 @@
  *
  * Threads: sfork may be called from a multithreaded process (like fork,
  * only the calling thread exists in the child).  The descriptors sfork
- * creates are close-on-exec, so a concurrent fork+exec in another thread
- * cannot leak them into another program; a concurrent plain fork() in
- * another thread may briefly inherit them (as with any descriptor).
+ * creates are close-on-exec and, for regions without MMK_SFORK_EXEC,
+ * closed before the fork, so the child never inherits them; a concurrent
+ * plain fork() in another thread may briefly inherit them (as with any
+ * descriptor).
  *
  * Huge pages (mmk_sfork_region.huge):
  *   MMK_HUGE_OFF       never.
@@ -104,7 +105,9 @@ extern "C" {
  *   EINVAL  len is 0, addr is NULL, or flags has a bit outside
  *           CHILD_WRITE|PARENT_WRITE|SFORK_POPULATE;
  *   ENOMEM  the region cannot be created, mapped or (SFORK_POPULATE)
- *           allocated;
+ *           allocated (shmem is not reserved at mmap: populating more
+ *           than the machine has may invoke the OOM killer instead, as
+ *           MAP_POPULATE would);
  *   EAGAIN, ENOSYS, ...  fork's own errors;
  *   EMFILE, ENFILE  no descriptor available for the backing memfd.
  * Release the region with munmap(*addr, len) in each process (or exit).

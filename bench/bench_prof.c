@@ -20,8 +20,8 @@
  *     child's wait4 rusage (must be equal), perf stat's count against the
  *     workload's own getrusage.
  *  5. torn records: one writer, two readers on a small ring for a while.
- *  6. quick case studies (mmkit prof case-study 1|2 --quick): their
- *     interpretation lines as notes.
+ *  6. case studies (mmkit prof case-study 1|2; --quick unless --full): the
+ *     case 2 table and the interpretation lines as notes.
  *
  * --quick: fewer processes and short windows; --full: longer windows and
  * more repetitions.  CSV on stdout, notes '#', progress on stderr.
@@ -624,15 +624,16 @@ static void bench_cases(const char *self)
 	if (!mkdtemp(dir))
 		return;
 	for (int k = 1; k <= 2; k++) {
-		fprintf(stderr, "bench_prof: case study %d --quick\n", k);
+		const char *q = g_full ? "" : "--quick";
+		fprintf(stderr, "bench_prof: case study %d %s\n", k, q);
 		char cmd[8400];
-		snprintf(cmd, sizeof cmd, "'%s' prof case-study %d --quick --out '%s' 2>&1", tool, k, dir);
+		snprintf(cmd, sizeof cmd, "'%s' prof case-study %d %s --out '%s' 2>&1", tool, k, q, dir);
 		FILE *f = popen(cmd, "r");
 		char line[1024];
 		while (f && fgets(line, sizeof line, f)) {
 			line[strcspn(line, "\n")] = 0;
 			if (strstr(line, "interpretation") || strstr(line, "setup:") || strstr(line, "major faults") ||
-			    strstr(line, "== case"))
+			    strstr(line, "== case") || (k == 2 && line[0] == ' ' && strspn(line, " ") > 3))
 				printf("# %s\n", line + strspn(line, " "));
 		}
 		if (f)
@@ -642,7 +643,8 @@ static void bench_cases(const char *self)
 	snprintf(rm, sizeof rm, "rm -rf '%s'", dir);
 	if (system(rm) != 0)
 		fprintf(stderr, "bench_prof: could not remove %s\n", dir);
-	printf("# full case studies: make case-studies (mmkit prof case-study 1|2, ~5 min)\n");
+	if (!g_full)
+		printf("# full case studies: make case-studies or make bench-full (mmkit prof case-study 1|2, ~4 min)\n");
 }
 
 int main(int argc, char **argv)

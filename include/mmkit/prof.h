@@ -154,7 +154,10 @@ MMK_API int mmk_prof_sampler_list(const mmk_prof_sampler *s, pid_t *pids, size_t
  * EXIT record and are dropped.  Returns the number of records emitted. */
 MMK_API int mmk_prof_sampler_tick(mmk_prof_sampler *s, uint64_t tick);
 /* Take a last sample of `pid` (exact if it is an unreaped zombie), emit its
- * EXIT record into *final (may be NULL) and drop it.  -ENOENT if not a target. */
+ * EXIT record, copy it into *final (may be NULL) and drop it.  -ENOENT if
+ * not a target, including when a tick or reap already saw the zombie and
+ * emitted its (equally exact) EXIT record: a caller that wants the final
+ * totals in every case keeps EXIT records from its emit callback. */
 MMK_API int mmk_prof_sampler_finish(mmk_prof_sampler *s, pid_t pid, mmk_prof_record *final);
 /* The latest record of a target.  -ENOENT if not a target. */
 MMK_API int mmk_prof_sampler_last(const mmk_prof_sampler *s, pid_t pid, mmk_prof_record *rec);

@@ -251,9 +251,17 @@ static int prep_one(const mmk_sfork_region *r, prep *p)
 			int e = errno;
 			if (e != EINVAL)
 				return map_errno(e);
-			/* pre-5.14 kernel: allocate the pages in the file */
+			/* pre-5.14 kernel: allocate the pages in the file (this
+			 * reports ENOMEM/ENOSPC), then zero-fill them through a
+			 * temporary MAP_POPULATE mapping: shmem leaves fallocated
+			 * pages not up to date until first touched */
 			if (fallocate(p->rw_fd, 0, 0, (off_t)p->map_len) != 0)
 				return map_errno(errno);
+			void *t = mmap(NULL, p->map_len, PROT_READ | PROT_WRITE,
+				       MAP_SHARED | MAP_POPULATE, p->rw_fd, 0);
+			if (t == MAP_FAILED)
+				return map_errno(errno);
+			munmap(t, p->map_len);
 		}
 	}
 

@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/swap.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -308,7 +309,7 @@ typedef struct session {
 	uint64_t period_ns;
 	unsigned flags;
 	double end_s;
-	const char *cgroup_procs; /* if set, children join this cgroup */
+	const char *cgroup_procs[2]; /* if set, children join these cgroups */
 } session;
 
 static proc_sum *find_sum(session *s, pid_t pid)
@@ -354,8 +355,10 @@ static int session_spawn(session *s, char **argv, const char *label)
 		return -errno;
 	if (pid == 0) {
 		close(sync[1]);
-		if (s->cgroup_procs) {
-			int fd = open(s->cgroup_procs, O_WRONLY);
+		for (int k = 0; k < 2; k++) {
+			if (!s->cgroup_procs[k])
+				continue;
+			int fd = open(s->cgroup_procs[k], O_WRONLY);
 			if (fd >= 0) {
 				char b[32];
 				int n = snprintf(b, sizeof b, "%d\n", (int)getpid());
@@ -757,6 +760,9 @@ typedef struct env_setup {
 	char cgdir[4200];
 	char procs[4300];
 	bool cg;
+	char blkdir[4200];       /* blkio cgroup throttling the swap device */
+	char blkprocs[4300];
+	bool blk;
 	char note[12288];
 } env_setup;
 
@@ -773,6 +779,10 @@ static int write_str(const char *path, const char *s)
 
 static void env_restore(env_setup *e)
 {
+	if (e->blk) {
+		rmdir(e->blkdir);
+		e->blk = false;
+	}
 	if (e->cg) {
 		rmdir(e->cgdir);
 		e->cg = false;
@@ -802,7 +812,7 @@ static bool swap_active(void)
 
 /* As root: a swap file (unless swap exists) and a memory cgroup limited to
  * limit_mb.  Every step is recorded in e so env_restore undoes exactly it. */
-static void env_prepare(env_setup *e, long swap_mb, long limit_mb, bool want)
+static void env_prepare(env_setup *e, long swap_mb, long limit_mb, long iops, bool want)
 {
 	memset(e, 0, sizeof *e);
 	if (!want) {
@@ -873,6 +883,36 @@ static void env_prepare(env_setup *e, long swap_mb, long limit_mb, bool want)
 			snprintf(what + wl, sizeof what - wl, "memory cgroup %s limited to %ld MiB", e->cgdir, limit_mb);
 		}
 	}
+	if (iops > 0 && e->swap_on) { /* emulate a slow (seed-era) disk for swap I/O */
+		struct stat st;
+		char rule[64], p[4400];
+		wl = strlen(what);
+		if (stat(e->swapfile, &st) == 0 && stat("/sys/fs/cgroup/blkio/blkio.throttle.read_iops_device", &st) == 0 &&
+		    stat(e->swapfile, &st) == 0) {
+			snprintf(e->blkdir, sizeof e->blkdir, "/sys/fs/cgroup/blkio/mmkit-case-%d", (int)getpid());
+			snprintf(rule, sizeof rule, "%u:%u %ld", major(st.st_dev), minor(st.st_dev), iops);
+			if (mkdir(e->blkdir, 0755) == 0) {
+				e->blk = true;
+				snprintf(p, sizeof p, "%s/blkio.throttle.read_iops_device", e->blkdir);
+				int r1 = write_str(p, rule);
+				snprintf(p, sizeof p, "%s/blkio.throttle.write_iops_device", e->blkdir);
+				int r2 = write_str(p, rule);
+				if (r1 < 0 || r2 < 0) {
+					rmdir(e->blkdir);
+					e->blk = false;
+				}
+				snprintf(e->blkprocs, sizeof e->blkprocs, "%s/cgroup.procs", e->blkdir);
+			}
+		}
+		if (e->blk)
+			snprintf(what + wl, sizeof what - wl, "; swap device %u:%u throttled to %ld IOPS (blkio cgroup %s)",
+				 major(st.st_dev), minor(st.st_dev), iops, e->blkdir);
+		else
+			snprintf(what + wl, sizeof what - wl, "; swap I/O throttling not available");
+	} else if (iops > 0) {
+		wl = strlen(what);
+		snprintf(what + wl, sizeof what - wl, "; --slow-disk needs the swap file mmkit creates");
+	}
 	snprintf(e->note, sizeof e->note, "%s (all undone at exit)", what);
 }
 
@@ -918,7 +958,8 @@ static int run_group(const char *exe, const work_spec *w, size_t n, long iters, 
 	int err = session_open(s, 20, csv, 0);
 	if (err < 0)
 		return err;
-	s->cgroup_procs = env->cg ? env->procs : NULL;
+	s->cgroup_procs[0] = env->cg ? env->procs : NULL;
+	s->cgroup_procs[1] = env->blk ? env->blkprocs : NULL;
 	for (size_t i = 0; i < n && !err; i++) {
 		work_args wa;
 		char label[64];
@@ -1059,8 +1100,10 @@ static int case2(const char *exe, const char *out, bool quick, env_setup *env)
 		       "on major faults (thrashing).\n", collapse, cut);
 	else
 		printf("no collapse in this range (%s).\n",
-		       majn ? "the faulting processes spend CPU on reclaim and swap-in, so utilisation "
-			      "keeps rising while the work gets slower"
+		       majn ? (env->blk ? "the faulting processes spend CPU on reclaim and swap-in"
+					: "the faulting processes spend CPU on reclaim and swap-in, and swap I/O on this "
+					  "disk is fast, so utilisation keeps rising while the work gets slower; "
+					  "--slow-disk 150 emulates the seed's hard disk")
 			    : env->cg ? "memory was not exhausted" : "no memory limit: no thrashing");
 	if (!have_gnuplot()) {
 		printf("   plot skipped: gnuplot not found\n");
@@ -1080,7 +1123,7 @@ static int cmd_case(int argc, char **argv)
 	int which = 0;
 	const char *out = ".";
 	bool quick = false, want_env = true;
-	long limit = -1, swap_mb = -1;
+	long limit = -1, swap_mb = -1, iops = 0;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--out"))
 			out = opt_val(argc, argv, &i);
@@ -1092,6 +1135,8 @@ static int cmd_case(int argc, char **argv)
 			limit = strtol(opt_val(argc, argv, &i), NULL, 10);
 		else if (!strcmp(argv[i], "--swap-mb"))
 			swap_mb = strtol(opt_val(argc, argv, &i), NULL, 10);
+		else if (!strcmp(argv[i], "--slow-disk"))
+			iops = strtol(opt_val(argc, argv, &i), NULL, 10);
 		else if (!strcmp(argv[i], "1") || !strcmp(argv[i], "2"))
 			which = argv[i][0] - '0';
 		else
@@ -1099,7 +1144,7 @@ static int cmd_case(int argc, char **argv)
 	}
 	if (which <= 0) {
 		fprintf(stderr, "usage: mmkit prof case-study 1|2 [--out DIR] [--quick] [--no-swap] [--mem-limit MB] "
-				"[--swap-mb MB]\n");
+				"[--swap-mb MB] [--slow-disk IOPS]\n");
 		return 2;
 	}
 	if (mkdir(out, 0755) < 0 && errno != EEXIST)
@@ -1118,7 +1163,7 @@ static int cmd_case(int argc, char **argv)
 		swap_mb = quick ? 512 : 4096;
 	catch_signals();
 	env_setup env;
-	env_prepare(&env, swap_mb, limit, want_env);
+	env_prepare(&env, swap_mb, limit, iops, want_env);
 	int err = which == 1 ? case1(exe, absout, quick, &env) : case2(exe, absout, quick, &env);
 	env_restore(&env);
 	if (g_stop)
@@ -1138,7 +1183,7 @@ int mmk_cmd_prof(int argc, char **argv)
 		"  monitor [--follow] [--csv] [--mp3] [--dir DIR]\n"
 		"  run [--rate HZ] [--csv FILE|-] [--plot FILE.png] [--children] -- CMD ARGS...\n"
 		"  plot FILE.csv -o FILE.png|svg [--title T]    plot --util FILE.dat -o FILE.png\n"
-		"  case-study 1|2 [--out DIR] [--quick] [--no-swap] [--mem-limit MB] [--swap-mb MB]\n"
+		"  case-study 1|2 [--out DIR] [--quick] [--no-swap] [--mem-limit MB] [--swap-mb MB] [--slow-disk IOPS]\n"
 		"See mmkit-prof(1).\n";
 	if (argc < 2) {
 		fputs(usage_text, stderr);

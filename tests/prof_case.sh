@@ -29,6 +29,15 @@ if [ "$(id -u)" = 0 ]; then
     grep -q "^$sw " /proc/swaps && fail "swap $sw left enabled"
     [ -e "$sw" ] && fail "swap file $sw left behind"
   fi
+  # the slow-disk emulation (blkio throttle of the swap device) is undone too
+  "$tool" prof case-study 2 --quick --slow-disk 5000 --out "$out/slow" >"$out/c3.txt"
+  png "$out/slow/case2_util.png" || fail "slow-disk plot"
+  blk=$(grep -o '/sys/fs/cgroup/blkio/mmkit-case-[0-9]*' "$out/c3.txt" | head -1 || true)
+  if [ -n "$blk" ]; then
+    [ -d "$blk" ] && fail "blkio cgroup $blk left behind"
+  else
+    grep -q "throttling not available" "$out/c3.txt" || fail "slow-disk: neither set up nor explained"
+  fi
 else
   grep -q "major faults cannot appear" "$out/c2.txt" || fail "non-root note missing"
 fi

@@ -15,6 +15,7 @@
 #include <mmkit/snapshot.h>
 #include <mmkit/sfork.h>
 #include <mmkit/prof.h>
+#include <mmkit/rvm.h>
 #if __has_include(<mmkit/pagetab.h>)
 #include <mmkit/pagetab.h>
 #endif

@@ -797,6 +797,21 @@ static void env_restore(env_setup *e)
 	}
 }
 
+/* The first active swap area's path (/proc/swaps), or "". */
+static void first_swap(char *out, size_t len)
+{
+	char buf[4096];
+	out[0] = 0;
+	FILE *f = fopen("/proc/swaps", "r");
+	if (!f)
+		return;
+	if (fgets(buf, sizeof buf, f) && fgets(buf, sizeof buf, f)) {
+		buf[strcspn(buf, " \t\n")] = 0;
+		snprintf(out, len, "%s", buf);
+	}
+	fclose(f);
+}
+
 static bool swap_active(void)
 {
 	char buf[4096];
@@ -883,14 +898,18 @@ static void env_prepare(env_setup *e, long swap_mb, long limit_mb, long iops, bo
 			snprintf(what + wl, sizeof what - wl, "memory cgroup %s limited to %ld MiB", e->cgdir, limit_mb);
 		}
 	}
-	if (iops > 0 && e->swap_on) { /* emulate a slow (seed-era) disk for swap I/O */
+	char swapdev[4096] = "";
+	if (iops > 0) /* the swap area in use: ours, or the first active one */
+		first_swap(swapdev, sizeof swapdev);
+	if (iops > 0 && swapdev[0]) { /* emulate a slow (seed-era) disk for swap I/O */
 		struct stat st;
 		char rule[64], p[4400];
+		dev_t dev = 0;
 		wl = strlen(what);
-		if (stat(e->swapfile, &st) == 0 && stat("/sys/fs/cgroup/blkio/blkio.throttle.read_iops_device", &st) == 0 &&
-		    stat(e->swapfile, &st) == 0) {
+		if (stat("/sys/fs/cgroup/blkio/blkio.throttle.read_iops_device", &st) == 0 && stat(swapdev, &st) == 0) {
+			dev = S_ISBLK(st.st_mode) ? st.st_rdev : st.st_dev;
 			snprintf(e->blkdir, sizeof e->blkdir, "/sys/fs/cgroup/blkio/mmkit-case-%d", (int)getpid());
-			snprintf(rule, sizeof rule, "%u:%u %ld", major(st.st_dev), minor(st.st_dev), iops);
+			snprintf(rule, sizeof rule, "%u:%u %ld", major(dev), minor(dev), iops);
 			if (mkdir(e->blkdir, 0755) == 0) {
 				e->blk = true;
 				snprintf(p, sizeof p, "%s/blkio.throttle.read_iops_device", e->blkdir);
@@ -906,12 +925,12 @@ static void env_prepare(env_setup *e, long swap_mb, long limit_mb, long iops, bo
 		}
 		if (e->blk)
 			snprintf(what + wl, sizeof what - wl, "; swap device %u:%u throttled to %ld IOPS (blkio cgroup %s)",
-				 major(st.st_dev), minor(st.st_dev), iops, e->blkdir);
+				 major(dev), minor(dev), iops, e->blkdir);
 		else
 			snprintf(what + wl, sizeof what - wl, "; swap I/O throttling not available");
 	} else if (iops > 0) {
 		wl = strlen(what);
-		snprintf(what + wl, sizeof what - wl, "; --slow-disk needs the swap file mmkit creates");
+		snprintf(what + wl, sizeof what - wl, "; swap I/O throttling not available (no swap)");
 	}
 	snprintf(e->note, sizeof e->note, "%s (all undone at exit)", what);
 }

@@ -483,6 +483,11 @@ int mmk_prof_daemon_run(const mmk_prof_daemon_opts *opts)
 	if ((err = mmk_prof_ring_create(&d->ring, opts->records, period)) < 0)
 		goto out;
 	prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0); /* wake up on time, not +50 us */
+	struct rlimit rl; /* three descriptors per target: raise the soft limit */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
 	if (!opts->no_rt) {
 		struct sched_param sp = { .sched_priority = 1 };
 		d->rt = sched_setscheduler(0, SCHED_FIFO | SCHED_RESET_ON_FORK, &sp) == 0;

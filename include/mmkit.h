@@ -16,6 +16,7 @@
 #include <mmkit/sfork.h>
 #include <mmkit/prof.h>
 #include <mmkit/rvm.h>
+#include <mmkit/ckpt.h>
 #if __has_include(<mmkit/pagetab.h>)
 #include <mmkit/pagetab.h>
 #endif

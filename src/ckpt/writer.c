@@ -1,0 +1,826 @@
+/*
+ * ckpt/writer.c - the checkpointer handle: regions, starting a checkpoint
+ * (the instant), the background writer thread, periodic mode and pruning.
+ *
+ * Invariants:
+ *   - at most one checkpoint runs per handle (c->job); between checkpoints
+ *     tracked pages are CLEAN (protected) or DIRTY (see ckpt_int.h);
+ *   - the writer reads a page of the program only in state WRITING (still
+ *     protected) and takes side-store copies only in state COPIED;
+ *   - whatever happens to the image file, every page of the checkpoint
+ *     leaves the checkpoint: written ones become CLEAN, abandoned ones DIRTY
+ *     (so the next checkpoint includes them);
+ *   - images are written as temp files and renamed when durable
+ *     (mmk__ck_finish); a failure unlinks the temp file and nothing else.
+ */
+#include "ckpt/ckpt_int.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CK_BUF (2u << 20)     /* write batch */
+#define CK_KICK (16u << 20)   /* start writeback every this many bytes */
+
+static void *worker(void *arg);
+
+/* ---- create / destroy ---------------------------------------------------------- */
+
+static int clean_temps(const char *dir)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return -errno;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		size_t l = strlen(e->d_name);
+		if (!strncmp(e->d_name, ".ckpt-", 6) && l > 4 && !strcmp(e->d_name + l - 4, ".tmp"))
+			(void)unlinkat(dirfd(d), e->d_name, 0);
+	}
+	closedir(d);
+	return 0;
+}
+
+int mmk_ckpt_create(mmk_ckpt **out, const char *dir, const mmk_ckpt_opts *opts)
+{
+	if (!out || !dir || !*dir || strlen(dir) >= PATH_MAX - 64)
+		return -EINVAL;
+	*out = NULL;
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	struct stat sb;
+	if (stat(dir, &sb) < 0)
+		return -errno;
+	if (!S_ISDIR(sb.st_mode))
+		return -ENOTDIR;
+	if (access(dir, W_OK | X_OK) < 0)
+		return -errno;
+	mmk_ckpt *c = mmk__self_calloc(1, sizeof *c);
+	if (!c)
+		return -ENOMEM;
+	strcpy(c->dir, dir);
+	if (opts)
+		c->opts = *opts;
+	if (!c->opts.max_chain)
+		c->opts.max_chain = 16;
+	c->uffd.fd = -1;
+	c->need_full = true;
+	int rc = clean_temps(dir);
+	uint64_t *g = NULL;
+	size_t ng = 0;
+	if (!rc)
+		rc = mmk__ck_list(dir, &g, &ng);
+	if (rc < 0) {
+		mmk__self_release(c);
+		return rc;
+	}
+	c->next_gen = ng ? g[ng - 1] + 1 : 1;
+	free(g);
+	c->buflen = CK_BUF;
+	c->buf = mmk__self_alloc(c->buflen);
+	if (!c->buf) {
+		mmk__self_release(c);
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&c->cv, &ca);
+	pthread_cond_init(&c->done_cv, &ca);
+	pthread_condattr_destroy(&ca);
+	/* the worker takes no asynchronous signals of the program's */
+	sigset_t all, old;
+	sigfillset(&all);
+	sigdelset(&all, SIGBUS);
+	sigdelset(&all, SIGSEGV);
+	sigdelset(&all, SIGFPE);
+	sigdelset(&all, SIGILL);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rc = -pthread_create(&c->thr, NULL, worker, c);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc < 0) {
+		mmk__self_free(c->buf, c->buflen);
+		pthread_mutex_destroy(&c->lock);
+		pthread_cond_destroy(&c->cv);
+		pthread_cond_destroy(&c->done_cv);
+		mmk__self_release(c);
+		return rc;
+	}
+	c->thr_started = true;
+	*out = c;
+	return 0;
+}
+
+static void region_free(mmk_ckpt *c, ck_region *r)
+{
+	if (r->registered) {
+		(void)mmk__uffd_wp(&c->uffd, r->start, r->end - r->start, false);
+		(void)mmk__uffd_unregister(&c->uffd, r->start, r->end - r->start);
+	}
+	mmk__ck_registry_remove(r);
+	mmk__ck_registry_quiesce();
+	if (r->st)
+		mmk__self_free((void *)r->st, r->npages);
+	if (r->side)
+		mmk__self_free(r->side, r->npages * MMK__PAGE);
+	if (r->runs)
+		mmk__self_free(r->runs, (r->npages / 2 + 1) * 2 * sizeof(uint64_t));
+	if (r->idx)
+		mmk__self_free(r->idx, r->npages * sizeof(uint32_t));
+	if (r->crc)
+		mmk__self_free(r->crc, r->npages * sizeof(uint32_t));
+	mmk__self_release(r);
+}
+
+void mmk_ckpt_destroy(mmk_ckpt *c)
+{
+	if (!c)
+		return;
+	(void)mmk_ckpt_wait(c);
+	pthread_mutex_lock(&c->lock);
+	c->quit = true;
+	pthread_cond_broadcast(&c->cv);
+	pthread_mutex_unlock(&c->lock);
+	if (c->thr_started)
+		pthread_join(c->thr, NULL);
+	for (size_t i = 0; i < c->nregions; i++)
+		region_free(c, c->regions[i]);
+	mmk__self_release(c->regions);
+	if (c->uffd.fd >= 0)
+		mmk__uffd_close(&c->uffd);
+	mmk__self_free(c->buf, c->buflen);
+	pthread_mutex_destroy(&c->lock);
+	pthread_cond_destroy(&c->cv);
+	pthread_cond_destroy(&c->done_cv);
+	mmk__self_release(c);
+}
+
+/* ---- regions -------------------------------------------------------------------- */
+
+/* [a, b) mapped and writable; *file set if any part is a private file mapping */
+static int check_mapped(uintptr_t a, uintptr_t b, bool *file)
+{
+	*file = false;
+	while (a < b) {
+		mmk__map m;
+		int rc = mmk__maps_find(a, &m);
+		if (rc < 0)
+			return rc == -ENOENT ? -EINVAL : rc;
+		if (m.start > a || !(m.prot & 2 /* PROT_WRITE */))
+			return -EINVAL;
+		if ((m.flags & MMK__MAP_FILE) && !(m.flags & MMK__MAP_SHARED))
+			*file = true;
+		a = m.end;
+	}
+	return 0;
+}
+
+static int track(mmk_ckpt *c, ck_region *r)
+{
+	if (c->uffd_err)
+		return c->uffd_err;
+	const mmk_features *f = mmk_features_get();
+	if (c->uffd.fd < 0) {
+		if (!f->uffd || !f->uffd_wp || !f->uffd_sigbus) {
+			c->uffd_err = MMK_ENOFEAT;
+			return c->uffd_err;
+		}
+		uint64_t feats = UFFD_FEATURE_SIGBUS;
+		if (f->uffd_wp_unpopulated)
+			feats |= UFFD_FEATURE_WP_UNPOPULATED;
+		int rc = mmk__uffd_open(&c->uffd, feats, 0);
+		if (rc < 0) {
+			c->uffd.fd = -1;
+			c->uffd_err = rc;
+			return rc;
+		}
+	}
+	int rc = mmk__ck_install_handler();
+	if (rc < 0)
+		return rc;
+	rc = mmk__uffd_register(&c->uffd, r->start, r->end - r->start, UFFDIO_REGISTER_MODE_WP);
+	if (rc < 0)
+		return rc; /* -EBUSY: another userfaultfd has it; -EINVAL: file */
+	r->registered = true;
+	if ((rc = mmk__ck_registry_add(r)) < 0)
+		return rc;
+	if (!f->uffd_wp_unpopulated) {
+		/* make every page present so the protection covers it */
+		for (uintptr_t a = r->start; a < r->end; a += MMK__PAGE)
+			(void)*(volatile char *)a;
+	}
+	return mmk__uffd_wp(&c->uffd, r->start, r->end - r->start, true);
+}
+
+int mmk_ckpt_add(mmk_ckpt *c, const char *name, void *addr, size_t len)
+{
+	if (!c || !name || !*name || strlen(name) >= CK_NAME_MAX || !addr || !len)
+		return -EINVAL;
+	uintptr_t a = MMK__PAGE_DOWN(addr), b = MMK__PAGE_UP((uintptr_t)addr + len);
+	if (b <= a || (b - a) / MMK__PAGE > UINT32_MAX)
+		return -EINVAL;
+	pthread_mutex_lock(&c->lock);
+	int rc = 0;
+	if (c->job)
+		rc = -EBUSY;
+	for (size_t i = 0; !rc && i < c->nregions; i++) {
+		if (!strcmp(c->regions[i]->name, name))
+			rc = -EEXIST;
+		else if (a < c->regions[i]->end && c->regions[i]->start < b)
+			rc = -EBUSY;
+	}
+	if (!rc && c->nregions >= CK_MAX_REGIONS)
+		rc = -ENOSPC;
+	bool file = false;
+	if (!rc)
+		rc = check_mapped(a, b, &file);
+	ck_region *r = NULL;
+	if (!rc && !(r = mmk__self_calloc(1, sizeof *r)))
+		rc = -ENOMEM;
+	ck_region **v = NULL;
+	if (!rc && !(v = mmk__self_realloc(c->regions, (c->nregions + 1) * sizeof *v)))
+		rc = -ENOMEM;
+	if (rc) {
+		if (r)
+			mmk__self_release(r);
+		pthread_mutex_unlock(&c->lock);
+		return rc;
+	}
+	c->regions = v;
+	strcpy(r->name, name);
+	r->start = a;
+	r->end = b;
+	r->npages = (b - a) / MMK__PAGE;
+	r->owner = c;
+	r->st = mmk__self_alloc(r->npages);
+	r->side = mmk__self_alloc(r->npages * MMK__PAGE);
+	r->runs = mmk__self_alloc((r->npages / 2 + 1) * 2 * sizeof(uint64_t));
+	if (!r->st || !r->side || !r->runs) {
+		region_free(c, r);
+		pthread_mutex_unlock(&c->lock);
+		return -ENOMEM;
+	}
+	if (file || track(c, r) < 0) {
+		/* copy mode */
+		if (r->registered) {
+			(void)mmk__uffd_unregister(&c->uffd, r->start, r->end - r->start);
+			r->registered = false;
+		}
+		mmk__ck_registry_remove(r);
+		r->copy_mode = true;
+	}
+	c->regions[c->nregions++] = r;
+	c->need_full = true;
+	pthread_mutex_unlock(&c->lock);
+	return 0;
+}
+
+/* ---- start ----------------------------------------------------------------------- */
+
+static void peak_add(mmk_ckpt *c, size_t n)
+{
+	size_t h = atomic_fetch_add(&c->held_now, n) + n;
+	size_t p = atomic_load(&c->held_peak);
+	while (h > p && !atomic_compare_exchange_weak(&c->held_peak, &p, h))
+		;
+}
+
+/* mark this checkpoint's pages PENDING and re-protect the dirty ones;
+ * returns the number of ioctls or -errno */
+static long prepare(mmk_ckpt *c, ck_region *r, bool full)
+{
+	if (r->copy_mode) {
+		mmk__copy(r->side, (const void *)r->start, r->end - r->start);
+		memset((void *)r->st, CK_COPIED, r->npages);
+		peak_add(c, r->npages);
+		atomic_fetch_add(&c->copied, r->npages);
+		return 0;
+	}
+	uint8_t *st = (uint8_t *)r->st; /* threads writing the region are quiesced */
+	uint64_t *runs = r->runs;
+	size_t nr = 0, lo = SIZE_MAX, hi = 0;
+	size_t nw = r->npages / 8;
+	const uint64_t pend8 = 0x0202020202020202ull;
+	for (size_t w = 0; w <= nw; w++) {
+		size_t i0 = w * 8, i1 = i0 + 8 < r->npages ? i0 + 8 : r->npages;
+		if (i0 >= i1)
+			break;
+		if (i1 - i0 == 8) {
+			uint64_t v;
+			memcpy(&v, st + i0, 8);
+			if (v == 0) {
+				if (full)
+					memcpy(st + i0, &pend8, 8);
+				continue;
+			}
+		}
+		for (size_t i = i0; i < i1; i++) {
+			if (st[i] == CK_DIRTY) {
+				st[i] = CK_PENDING;
+				if (nr && runs[2 * (nr - 1)] + runs[2 * (nr - 1) + 1] == i) {
+					runs[2 * (nr - 1) + 1]++;
+				} else {
+					runs[2 * nr] = i;
+					runs[2 * nr + 1] = 1;
+					nr++;
+				}
+				if (i < lo)
+					lo = i;
+				hi = i;
+			} else if (full && st[i] == CK_CLEAN) {
+				st[i] = CK_PENDING;
+			}
+		}
+	}
+	atomic_thread_fence(memory_order_seq_cst);
+	if (!nr)
+		return 0;
+	size_t span = hi - lo + 1;
+	/* one ioctl costs ~0.3 us; the kernel walks ~25-100 ns per 4 KiB page
+	 * of a span: one ioctl over the span wins when runs are dense */
+	if (nr > 1 && nr * 8 > span) {
+		int rc = mmk__uffd_wp(&c->uffd, r->start + lo * MMK__PAGE, span * MMK__PAGE, true);
+		return rc < 0 ? rc : 1;
+	}
+	for (size_t k = 0; k < nr; k++) {
+		int rc = mmk__uffd_wp(&c->uffd, r->start + runs[2 * k] * MMK__PAGE,
+				      runs[2 * k + 1] * MMK__PAGE, true);
+		if (rc < 0)
+			return rc;
+	}
+	return (long)nr;
+}
+
+static int start_locked(mmk_ckpt *c, unsigned flags)
+{
+	if (c->job)
+		return -EBUSY;
+	if (!c->nregions)
+		return -EINVAL;
+	for (size_t i = 0; i < c->nregions; i++)
+		if (!c->regions[i]->copy_mode) {
+			int rc = mmk__ck_install_handler();
+			if (rc < 0)
+				return rc;
+			break;
+		}
+	if (c->next_gen > INT32_MAX)
+		return -EOVERFLOW;
+	double t0 = mmk__ck_mono();
+	bool full = (flags & MMK_CKPT_FULL) || c->need_full || !c->last_done_gen ||
+		    c->chain_len + 1 > c->opts.max_chain;
+	atomic_store(&c->held_peak, 0);
+	atomic_store(&c->copied, 0);
+	long ioctls = 0;
+	int rc = 0;
+	for (size_t i = 0; i < c->nregions; i++) {
+		long n = prepare(c, c->regions[i], full);
+		if (n < 0 && !rc)
+			rc = (int)n; /* pages stay PENDING: the image is still right,
+				      * but some pages may have been written already */
+		else if (n > 0)
+			ioctls += n;
+	}
+	c->job = true;
+	c->job_full = full;
+	c->job_gen = c->next_gen++;
+	c->job_parent = full ? 0 : c->last_done_gen;
+	c->job_t0 = t0;
+	c->stats.generation = c->job_gen;
+	c->stats.last_reprotect_ioctls = (size_t)ioctls;
+	c->stats.last_start_us = (mmk__ck_mono() - t0) * 1e6;
+	c->last_result = rc; /* a failed re-protect fails this checkpoint */
+	pthread_cond_broadcast(&c->cv);
+	return (int)c->job_gen;
+}
+
+int mmk_ckpt_start(mmk_ckpt *c, unsigned flags)
+{
+	if (!c)
+		return -EINVAL;
+	pthread_mutex_lock(&c->lock);
+	int rc = start_locked(c, flags);
+	pthread_mutex_unlock(&c->lock);
+	if (rc > 0 && (flags & MMK_CKPT_WAIT)) {
+		int w = mmk_ckpt_wait(c);
+		if (w < 0)
+			return w;
+	}
+	return rc;
+}
+
+int mmk_ckpt_wait(mmk_ckpt *c)
+{
+	if (!c)
+		return -EINVAL;
+	pthread_mutex_lock(&c->lock);
+	while (c->job)
+		pthread_cond_wait(&c->done_cv, &c->lock);
+	int rc = c->last_result;
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
+int mmk_ckpt_busy(mmk_ckpt *c)
+{
+	if (!c)
+		return -EINVAL;
+	pthread_mutex_lock(&c->lock);
+	int b = c->job;
+	pthread_mutex_unlock(&c->lock);
+	return b;
+}
+
+int mmk_ckpt_stats_get(mmk_ckpt *c, mmk_ckpt_stats *st)
+{
+	if (!c || !st)
+		return -EINVAL;
+	pthread_mutex_lock(&c->lock);
+	*st = c->stats;
+	st->regions = c->nregions;
+	st->regions_copy_mode = 0;
+	st->pages_tracked = 0;
+	for (size_t i = 0; i < c->nregions; i++) {
+		st->regions_copy_mode += c->regions[i]->copy_mode;
+		st->pages_tracked += c->regions[i]->npages;
+	}
+	st->faults = atomic_load(&c->faults);
+	pthread_mutex_unlock(&c->lock);
+	return 0;
+}
+
+/* ---- the writer ------------------------------------------------------------------- */
+
+/* Take page i out of the running checkpoint; its checkpoint-instant image
+ * goes to dst (NULL: the checkpoint is abandoned, the page becomes DIRTY).
+ * Returns 1 if the image came from the side store. */
+static int take(ck_region *r, size_t i, char *dst)
+{
+	_Atomic uint8_t *s = &r->st[i];
+	unsigned k = 0;
+	for (;;) {
+		uint8_t v = atomic_load_explicit(s, memory_order_acquire);
+		switch (v) {
+		case CK_PENDING:
+			if (!dst) {
+				if (atomic_compare_exchange_weak(s, &v, CK_DIRTY))
+					return 0;
+				continue;
+			}
+			if (!atomic_compare_exchange_weak(s, &v, CK_WRITING))
+				continue;
+			mmk__copy(dst, (const void *)(r->start + i * MMK__PAGE), MMK__PAGE);
+			atomic_store_explicit(s, CK_CLEAN, memory_order_release);
+			return 0;
+		case CK_COPYING:
+			if (++k < 64)
+				__builtin_ia32_pause();
+			else
+				sched_yield();
+			continue;
+		case CK_COPIED:
+			if (dst)
+				memcpy(dst, r->side + i * MMK__PAGE, MMK__PAGE);
+			atomic_store_explicit(s, CK_DIRTY, memory_order_release);
+			return 1;
+		default:
+			return 0; /* not in the checkpoint (cannot happen) */
+		}
+	}
+}
+
+static bool in_ckpt(uint8_t v)
+{
+	return v == CK_PENDING || v == CK_COPYING || v == CK_COPIED || v == CK_WRITING;
+}
+
+static void release_side(mmk_ckpt *c, ck_region *r, size_t lo, size_t hi, size_t n)
+{
+	if (!n)
+		return;
+	(void)madvise(r->side + lo * MMK__PAGE, (hi - lo + 1) * MMK__PAGE, MADV_DONTNEED);
+	atomic_fetch_sub(&c->held_now, n);
+}
+
+/* stream the pages of region r from data offset off; err: abandon mode */
+static int write_region(mmk_ckpt *c, ck_region *r, int fd, uint64_t off, int err, uint64_t *kicked)
+{
+	size_t fill = 0, slo = SIZE_MAX, shi = 0, sn = 0;
+	uint64_t boff = off;
+	for (size_t k = 0; k < r->n; k++) {
+		size_t i = r->dense ? k : r->idx[k];
+		char *dst = err ? NULL : c->buf + fill;
+		if (take(r, i, dst)) {
+			if (i < slo)
+				slo = i;
+			shi = i;
+			sn++;
+		}
+		if (!err) {
+			r->crc[k] = mmk__ck_crc32c(0, dst, MMK__PAGE);
+			fill += MMK__PAGE;
+		}
+		if (fill == c->buflen || (k + 1 == r->n && fill)) {
+			if (!err)
+				err = mmk__ck_pwrite(fd, c->buf, fill, boff);
+			boff += fill;
+			fill = 0;
+			release_side(c, r, slo, shi, sn);
+			slo = SIZE_MAX;
+			shi = 0;
+			sn = 0;
+			if (!err && boff - *kicked >= CK_KICK) {
+				/* start writeback now: the disk works while we copy */
+				(void)sync_file_range(fd, (off_t)*kicked, (off_t)(boff - *kicked),
+						      SYNC_FILE_RANGE_WRITE);
+				*kicked = boff;
+			}
+		}
+	}
+	release_side(c, r, slo, shi, sn);
+	return err;
+}
+
+static int write_image(mmk_ckpt *c)
+{
+	bool full = c->job_full;
+	uint64_t gen = c->job_gen;
+	char tmp[PATH_MAX + 64], final[PATH_MAX + 64];
+	mmk__ck_name(tmp, sizeof tmp, c->dir, gen, true);
+	mmk__ck_name(final, sizeof final, c->dir, gen, false);
+	int err = c->last_result;
+	/* pass 1: which pages (the handler only moves pages within the set) */
+	uint64_t npages = 0;
+	for (size_t ri = 0; ri < c->nregions; ri++) {
+		ck_region *r = c->regions[ri];
+		r->dense = full || r->copy_mode;
+		if (!r->crc && !(r->crc = mmk__self_alloc(r->npages * sizeof(uint32_t))))
+			err = err ? err : -ENOMEM;
+		if (r->dense) {
+			r->n = r->npages;
+		} else {
+			if (!r->idx && !(r->idx = mmk__self_alloc(r->npages * sizeof(uint32_t))))
+				err = err ? err : -ENOMEM;
+			size_t n = 0;
+			for (size_t i = 0; i < r->npages; i++)
+				if (in_ckpt(atomic_load_explicit(&r->st[i], memory_order_relaxed))) {
+					if (r->idx)
+						r->idx[n] = (uint32_t)i;
+					n++;
+				}
+			r->n = r->idx ? n : 0;
+			if (!r->idx) /* abandon the pages without an index */
+				for (size_t i = 0; i < r->npages; i++)
+					if (in_ckpt(atomic_load(&r->st[i])))
+						take(r, i, NULL);
+		}
+		npages += r->n;
+	}
+	ck_rent *rt = calloc(c->nregions, sizeof *rt);
+	ck_hdr h;
+	memset(&h, 0, sizeof h);
+	memcpy(h.magic, CK_MAGIC, 8);
+	h.version = CK_VERSION;
+	h.hdr_size = (uint32_t)MMK__PAGE_UP(sizeof h + c->nregions * sizeof(ck_rent));
+	h.generation = gen;
+	h.parent = c->job_parent;
+	h.created_ns = mmk__ck_now_ns();
+	h.nregions = (uint32_t)c->nregions;
+	h.page_size = MMK__PAGE;
+	h.npages = npages;
+	h.meta_off = h.hdr_size;
+	uint64_t m = 0, d = 0;
+	for (size_t ri = 0; ri < c->nregions; ri++) {
+		ck_region *r = c->regions[ri];
+		if (!rt)
+			break;
+		strcpy(rt[ri].name, r->name);
+		rt[ri].addr = r->start;
+		rt[ri].len = r->end - r->start;
+		rt[ri].npages = r->n;
+		rt[ri].flags = r->dense ? CK_RENT_DENSE : 0;
+		if (!r->dense) {
+			rt[ri].idx_off = h.meta_off + m;
+			m += 4 * r->n;
+		}
+		rt[ri].crc_off = h.meta_off + m;
+		m += 4 * r->n;
+		rt[ri].data_off = d; /* relative for now */
+		d += r->n * MMK__PAGE;
+	}
+	h.meta_len = m;
+	h.data_off = MMK__PAGE_UP(h.meta_off + m);
+	h.file_len = h.data_off + d + sizeof(ck_trailer);
+	char *meta = malloc(m ? m : 1);
+	if ((!rt || !meta) && !err)
+		err = -ENOMEM;
+	int fd = -1;
+	if (!err) {
+		fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		if (fd < 0)
+			err = -errno;
+	}
+	if (!err && fallocate(fd, 0, 0, (off_t)h.file_len) < 0 && errno != EOPNOTSUPP)
+		err = -errno; /* ENOSPC up front, before touching anything */
+	/* pass 2: the pages, in order, in large sequential writes */
+	uint64_t kicked = h.data_off;
+	for (size_t ri = 0; ri < c->nregions; ri++) {
+		ck_region *r = c->regions[ri];
+		if (rt)
+			rt[ri].data_off += h.data_off;
+		err = write_region(c, r, fd, h.data_off + (rt ? rt[ri].data_off - h.data_off : 0), err,
+				   &kicked);
+	}
+	if (!err) {
+		for (size_t ri = 0; ri < c->nregions; ri++) {
+			ck_region *r = c->regions[ri];
+			if (!r->dense)
+				memcpy(meta + (rt[ri].idx_off - h.meta_off), r->idx, 4 * r->n);
+			memcpy(meta + (rt[ri].crc_off - h.meta_off), r->crc, 4 * r->n);
+		}
+		err = mmk__ck_finish(fd, &h, rt, meta, tmp, final, c->dir);
+	}
+	if (fd >= 0)
+		close(fd);
+	if (err)
+		(void)unlink(tmp);
+	/* give back index and checksum memory */
+	for (size_t ri = 0; ri < c->nregions; ri++) {
+		ck_region *r = c->regions[ri];
+		if (r->idx)
+			(void)madvise(r->idx, MMK__PAGE_UP(r->npages * 4), MADV_DONTNEED);
+		if (r->crc)
+			(void)madvise(r->crc, MMK__PAGE_UP(r->npages * 4), MADV_DONTNEED);
+	}
+	c->stats.last_pages = npages;
+	c->stats.last_bytes = err ? 0 : h.file_len;
+	free(meta);
+	free(rt);
+	return err;
+}
+
+/* ---- pruning: keep the newest `keep` generations restorable ---------------------- */
+
+static void prune(mmk_ckpt *c)
+{
+	uint64_t *g;
+	size_t ng;
+	if (!c->opts.keep || mmk__ck_list(c->dir, &g, &ng) < 0)
+		return;
+	if (ng <= c->opts.keep) {
+		free(g);
+		return;
+	}
+	bool *need = calloc(ng, 1);
+	if (!need) {
+		free(g);
+		return;
+	}
+	for (size_t k = ng - c->opts.keep; k < ng; k++) {
+		need[k] = true;
+		/* follow the chain through headers */
+		char p[PATH_MAX + 64];
+		mmk__ck_name(p, sizeof p, c->dir, g[k], false);
+		ck_img im;
+		if (mmk__ck_img_open(&im, p) < 0)
+			continue;
+		uint64_t par = im.h.parent;
+		mmk__ck_img_close(&im);
+		while (par) {
+			size_t j = 0;
+			while (j < ng && g[j] != par)
+				j++;
+			if (j == ng)
+				break;
+			need[j] = true;
+			mmk__ck_name(p, sizeof p, c->dir, par, false);
+			if (mmk__ck_img_open(&im, p) < 0)
+				break;
+			par = im.h.parent;
+			mmk__ck_img_close(&im);
+		}
+	}
+	for (size_t k = 0; k < ng; k++)
+		if (!need[k] && g[k] < c->last_done_gen) {
+			char p[PATH_MAX + 64];
+			mmk__ck_name(p, sizeof p, c->dir, g[k], false);
+			(void)unlink(p);
+		}
+	(void)mmk__ck_fsync_dir(c->dir);
+	free(need);
+	free(g);
+}
+
+/* ---- the worker thread: writes checkpoints, runs the periodic timer -------------- */
+
+static void job_done(mmk_ckpt *c, int rc)
+{
+	c->job = false;
+	c->last_result = rc;
+	c->stats.last_write_s = mmk__ck_mono() - c->job_t0;
+	c->stats.last_copied = atomic_load(&c->copied);
+	c->stats.last_peak_held = atomic_load(&c->held_peak);
+	if (rc == 0) {
+		c->stats.completed++;
+		c->stats.last_full = c->job_full;
+		c->last_done_gen = c->job_gen;
+		c->chain_len = c->job_full ? 0 : c->chain_len + 1;
+		if (c->job_full)
+			c->need_full = false;
+	} else {
+		c->stats.failed++;
+		if (c->job_full)
+			c->need_full = true;
+	}
+}
+
+static void *worker(void *arg)
+{
+	mmk_ckpt *c = arg;
+	double next_due = 0;
+	pthread_mutex_lock(&c->lock);
+	while (!c->quit) {
+		if (c->job) {
+			pthread_mutex_unlock(&c->lock);
+			int rc = write_image(c); /* the handle's fields it reads are
+						    stable while c->job is set */
+			pthread_mutex_lock(&c->lock);
+			job_done(c, rc);
+			if (rc == 0 && c->opts.keep) {
+				pthread_mutex_unlock(&c->lock);
+				prune(c);
+				pthread_mutex_lock(&c->lock);
+			}
+			pthread_cond_broadcast(&c->done_cv);
+			continue;
+		}
+		if (!c->period_ms) {
+			next_due = 0;
+			pthread_cond_wait(&c->cv, &c->lock);
+			continue;
+		}
+		double now = mmk__ck_mono();
+		if (!next_due)
+			next_due = now + c->period_ms / 1000.0;
+		if (now >= next_due) {
+			next_due = now + c->period_ms / 1000.0;
+			if (c->period_flags & MMK_CKPT_SAFEPOINT) {
+				atomic_store(&c->due, true);
+			} else {
+				void (*q)(void *, int) = c->opts.quiesce;
+				void *qa = c->opts.quiesce_arg;
+				pthread_mutex_unlock(&c->lock);
+				if (q)
+					q(qa, 1);
+				pthread_mutex_lock(&c->lock);
+				(void)start_locked(c, 0);
+				pthread_mutex_unlock(&c->lock);
+				if (q)
+					q(qa, 0);
+				pthread_mutex_lock(&c->lock);
+			}
+			continue;
+		}
+		struct timespec ts;
+		ts.tv_sec = (time_t)next_due;
+		ts.tv_nsec = (long)((next_due - (double)ts.tv_sec) * 1e9);
+		pthread_cond_timedwait(&c->cv, &c->lock, &ts);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return NULL;
+}
+
+int mmk_ckpt_periodic(mmk_ckpt *c, unsigned interval_ms, unsigned flags)
+{
+	if (!c || (flags & ~(unsigned)MMK_CKPT_SAFEPOINT))
+		return -EINVAL;
+	pthread_mutex_lock(&c->lock);
+	c->period_ms = interval_ms;
+	c->period_flags = flags;
+	atomic_store(&c->due, false);
+	pthread_cond_broadcast(&c->cv);
+	pthread_mutex_unlock(&c->lock);
+	return 0;
+}
+
+int mmk_ckpt_poll(mmk_ckpt *c)
+{
+	if (!c)
+		return -EINVAL;
+	if (!atomic_load_explicit(&c->due, memory_order_relaxed))
+		return 0;
+	pthread_mutex_lock(&c->lock);
+	int rc = 0;
+	if (atomic_exchange(&c->due, false) && !c->job)
+		rc = start_locked(c, 0);
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}

@@ -110,7 +110,8 @@ for t in /mmk/tests/*; do
 		# and prints a second summary
 		fail=$(sed -n 's/.*\[  FAILED  \] \([0-9]*\) test(s).*/\1/p' "$log" | sort -n | tail -n1)
 		nsum=$(grep -c '\[==========\] [0-9]* test(s) run\.' "$log")
-		mark "TEST name=$name who=$who rc=$rc run=${run:--} passed=${pass:-0} skipped=${skip:-0} failed=${fail:-0} summaries=$nsum t0=$t0 t1=$t1"
+		last=$(sed -n 's/.*\[ RUN      \] \([a-zA-Z0-9_]*\).*/\1/p' "$log" | tail -n1)
+		mark "TEST name=$name who=$who rc=$rc last=${last:--} run=${run:--} passed=${pass:-0} skipped=${skip:-0} failed=${fail:-0} summaries=$nsum t0=$t0 t1=$t1"
 		# skipped test names and reasons, backend announcements
 		sed -n 's/.*\[  SKIPPED \] \([a-zA-Z0-9_]*\)$/\1/p' "$log" | sort -u | while read -r s; do
 			mark "SKIPPED name=$name who=$who test=$s"

@@ -223,10 +223,17 @@ run_kernel() { # series
         if { [ "$rc" = 124 ] || [ "$rc" = 143 ] || [ "$rc" = 137 ]; } &&
            awk -v a="$tl" -v b="$ptimeout" 'BEGIN { exit !(a >= b - 0.5) }'; then
           why+=("$t ($who): timed out after ${ptimeout}s in the guest")
-        elif [ "$run" = - ]; then why+=("$t ($who): exit $rc without a cmocka summary (crash?)")
+        elif [ "$run" = - ]; then
+          local how="exit $rc"
+          [ "$rc" -gt 128 ] 2>/dev/null && how="killed by signal $((rc - 128)) ($(kill -l $((rc - 128)) 2>/dev/null || echo ?))"
+          why+=("$t ($who): $how without a cmocka summary, in $(field "$line" last)")
         else why+=("$t ($who): exit $rc, $f failed"); fi
       fi
-      printf '   %-26s %-10s %s  %s passed, %s skipped, %s failed  (%ss)\n' "$t" "$who" "$verdict" "$p" "$s" "$f" "$tl"
+      if [ "$run" = - ]; then
+        printf '   %-26s %-10s %s  no cmocka summary (exit %s, last test started: %s)  (%ss)\n' "$t" "$who" "$verdict" "$rc" "$(field "$line" last)" "$tl"
+      else
+        printf '   %-26s %-10s %s  %s passed, %s skipped, %s failed  (%ss)\n' "$t" "$who" "$verdict" "$p" "$s" "$f" "$tl"
+      fi
       [ -n "$note" ] && echo "$note"
       local sk
       sk=$(marker "$mk" SKIPPED | grep "^name=$t who=$who " | sed 's/.* test=//' | tr '\n' ' ')

@@ -9,8 +9,10 @@
  *   - open applies log records to memory only; the files are changed only
  *     by the checkpoint that follows, after every check passed, so a
  *     failing open changes nothing;
- *   - a checkpoint makes the data file hold the memory image (pages and
- *     CRCs), syncs it, and only then starts a new log generation in the
+ *   - a checkpoint first makes the log durable and complete (buffered
+ *     records written and synced: the log then covers every page the
+ *     checkpoint writes), then makes the data file hold the memory image
+ *     (pages and CRCs), syncs it, and only then starts a new log generation in the
  *     other header slot and syncs the log: at every instant the durable
  *     data file + the durable log replay to the last durable state;
  *   - every open ends with a checkpoint, so records of an older generation
@@ -81,7 +83,11 @@ int mmk__rvm_checkpoint(mmk_rvm *h)
 {
 	if (h->fatal)
 		return MMK_EFATAL;
-	int rc;
+	/* the log must cover every page about to be written: buffered NO_FLUSH
+	 * records go to the log (synced) first */
+	int rc = mmk_rvm_flush(h);
+	if (rc)
+		return rc;
 	if (h->ndirty) {
 		qsort(h->dirty_idx, h->ndirty, sizeof *h->dirty_idx, cmp_u32);
 		size_t i = 0;

@@ -1,0 +1,374 @@
+/*
+ * mmkit/afl.h - AFL++ persistent mode with the process's memory reset
+ * between inputs (header only, over the public snapshot API).
+ *
+ * AFL++ runs a persistent harness as `while (__AFL_LOOP(N)) { ... }`: one
+ * process runs N inputs, so whatever one input leaves in memory (global
+ * tables, caches, heap, counters) changes how the next one runs.  AFL++
+ * reports that as low "stability", and a crash that needs earlier inputs'
+ * state does not reproduce on its own.  MMK_AFL_LOOP(N) is a drop-in
+ * replacement for __AFL_LOOP(N) that puts the process's memory back, after
+ * every input, to what it was when the first input started:
+ *
+ *     #include <mmkit/afl.h>
+ *     __AFL_FUZZ_INIT();
+ *     int main(void)
+ *     {
+ *             setup();                         // tables, config, ...
+ *             __AFL_INIT();                    // fork server starts here
+ *             unsigned char *buf = __AFL_FUZZ_TESTCASE_BUF;
+ *             while (MMK_AFL_LOOP(10000)) {
+ *                     int len = __AFL_FUZZ_TESTCASE_LEN;
+ *                     parse(buf, len);         // may scribble, leak, crash
+ *             }                                // memory is reset here
+ *             return 0;
+ *     }
+ *
+ * Build with afl-clang-fast and link libmmkit (`pkg-config --libs mmkit`).
+ * Without afl-clang-fast (no __AFL_LOOP), MMK_AFL_LOOP(N) runs the body
+ * once, like AFL++'s runtime does outside the fuzzer.
+ *
+ * How.  The first time the AFL++ loop lets an input run (in the forked child,
+ * after the fork server), the harness creates a process-scope snapshot
+ * (mmk_snap_add_process) and saves it; after every input it calls
+ * mmk_snap_restore, whose cost is proportional to the pages the input wrote
+ * (snapshot.h).  The save point is taken once per child and kept.
+ *
+ * What is reset: every private writable mapping of the process - the heap
+ * (including the program break: memory malloc'd by an input is gone), the
+ * .data/.bss of the program and of its libraries (libc's stdio buffers and
+ * malloc state included), thread-local storage of the main thread,
+ * anonymous mmaps (ones mapped by an input are unmapped).
+ * What is NOT reset: the stack of the harness (process scope never tracks
+ * stacks, so local variables of the function running the loop survive),
+ * shared memory (AFL++'s coverage map and test-case buffer are System V
+ * shared memory: never tracked, so coverage is never erased), file
+ * descriptors and file offsets, files, other threads, other processes,
+ * kernel state (signal handlers, timers, rlimits), and memory the harness
+ * asked to keep (mmk_afl_preserve).  Output buffered in stdio and not
+ * flushed before the end of the iteration is discarded with the rest of
+ * memory: fflush() in the iteration if it matters.  Use mmk_afl_on_reset()
+ * to reset what memory does not cover (rewind a file, close descriptors an
+ * input opened, ...).
+ *
+ * AFL++'s own state.  The fork server runs in the parent, which is never
+ * snapshotted.  AFL++'s runtime keeps its loop counter and first-pass flag
+ * in the target's .bss: the reset rolls them back to the values they had
+ * after the first pass, so AFL++'s own counter never reaches zero.  The
+ * harness therefore counts iterations itself, in memory the snapshot does
+ * not track (a MAP_SHARED page of its own), and ends the loop after N
+ * inputs by returning 0 without calling into AFL++ again; the process then
+ * exits and the fork server forks a fresh child, exactly as when AFL++'s
+ * counter runs out.  The harness's own configuration is written before the
+ * save point, so a reset leaves it as it is.
+ *
+ * Crashes.  No signal handler is installed: an input that crashes kills
+ * the child with its signal, which the fork server reports.  (mmkit's lazy
+ * backend, used for anonymous regions >= 64 MiB, installs a SIGBUS handler
+ * that re-raises faults that are not its own with the default action.)
+ * A crash found with the reset on runs from the same memory state as a
+ * fresh process, so it reproduces when the input is run alone.
+ *
+ * Environment: MMK_AFL_RESET=0 turns the reset off at run time (plain
+ * __AFL_LOOP semantics, same binary); MMK_SNAP_BACKEND=copy|async|lazy forces
+ * a snapshot backend (snapshot.h).
+ *
+ * Failure: if the snapshot cannot be created or restored (e.g. no
+ * userfaultfd and no memory), the harness writes the reason to stderr and
+ * calls abort(): fuzzing with a silently missing reset would give false
+ * results.
+ *
+ * Threads: the loop must run in the main thread with no other thread
+ * writing memory during a reset (snapshot.h, "Threads").  Each translation
+ * unit that uses MMK_AFL_LOOP has its own harness state; use it in one.
+ */
+#ifndef MMKIT_AFL_H
+#define MMKIT_AFL_H
+
+#include <mmkit/snapshot.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <dlfcn.h>
+#include <unistd.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MMK_AFL_MAX_PRESERVE   16   /* ranges kept across resets */
+#define MMK_AFL_PRESERVE_BYTES 4096 /* their total size */
+#define MMK_AFL_MAX_HOOKS      8
+#define MMK_AFL_MAX_EXCLUDE    8
+
+typedef void (*mmk_afl_hook)(void *arg);
+
+/* The harness's own code must add no coverage of its own: AFL++'s
+ * instrumentation (4.x) skips functions whose symbol starts with "ign.",
+ * and the code runs out of line so nothing of it is inlined into the
+ * instrumented loop.  (The first input of a child takes the save point and
+ * the others do not: instrumented, that would make every child's first
+ * input look different to AFL++.) */
+#define MMK_AFL__FN(ret, name, args) \
+	static ret name args __asm__("ign." #name) __attribute__((noinline, unused)); \
+	static ret name args
+
+/* AFL++'s runtime exports its coverage map pointer (__afl_area_ptr) and
+ * the number of instrumented edges (__afl_final_loc) dynamically; they are
+ * looked up with dlsym because a declaration in an instrumented unit would
+ * clash with the one the instrumentation pass creates. */
+#define MMK_AFL__DUMMY_MAP (8u << 20)
+
+/* Mutable state of a running loop: in a MAP_SHARED anonymous mapping of its
+ * own, which process scope never tracks, so a reset does not roll it back. */
+typedef struct mmk_afl__live {
+	mmk_snap *snap;
+	unsigned long long iter;   /* inputs finished in this loop */
+	unsigned long long resets; /* restores done */
+	unsigned char scratch[MMK_AFL_PRESERVE_BYTES];
+} mmk_afl__live;
+
+/* Configuration, one per translation unit, in the program's .bss; written
+ * only before the save point (so a reset restores it unchanged), except
+ * `live`, which is set before the save and cleared after the loop. */
+typedef struct mmk_afl__cfg {
+	struct { void *addr; size_t len; } keep[MMK_AFL_MAX_PRESERVE];
+	size_t nkeep, keep_bytes;
+	struct { mmk_afl_hook fn; void *arg; } hook[MMK_AFL_MAX_HOOKS];
+	size_t nhook;
+	struct { void *addr; size_t len; } excl[MMK_AFL_MAX_EXCLUDE];
+	size_t nexcl;
+	int off;               /* MMK_AFL_RESET=0: no reset */
+	int checked_env;
+	unsigned char **area_ptr; /* &__afl_area_ptr, NULL without AFL++ */
+	unsigned char *dummy_map; /* coverage after the last input goes here */
+	mmk_afl__live *live;   /* NULL outside a running loop */
+} mmk_afl__cfg;
+
+static inline mmk_afl__cfg *mmk_afl__self(void)
+{
+	static mmk_afl__cfg cfg;
+	return &cfg;
+}
+
+MMK_AFL__FN(void, mmk_afl__die, (const char *what, int rc))
+{
+	fprintf(stderr, "mmkit afl: %s: %s\n", what, mmk_strerror(rc));
+	abort();
+}
+
+/* Keep [addr, addr+len) across resets: its bytes are copied aside before
+ * each restore and written back after it (only if they differ, so an
+ * unchanged range costs no page fault).  For counters or logs a harness
+ * wants to accumulate over inputs.  Call before the loop starts.
+ * Errors: -EINVAL len 0, more than MMK_AFL_MAX_PRESERVE ranges or
+ * MMK_AFL_PRESERVE_BYTES bytes in all; -EBUSY the loop is running. */
+static inline int mmk_afl_preserve(void *addr, size_t len)
+{
+	mmk_afl__cfg *c = mmk_afl__self();
+	if (c->live)
+		return -EBUSY;
+	if (!len || c->nkeep == MMK_AFL_MAX_PRESERVE || c->keep_bytes + len > MMK_AFL_PRESERVE_BYTES)
+		return -EINVAL;
+	c->keep[c->nkeep].addr = addr;
+	c->keep[c->nkeep].len = len;
+	c->nkeep++;
+	c->keep_bytes += len;
+	return 0;
+}
+
+/* Call fn(arg) after every reset (after memory is restored and preserved
+ * ranges written back): reset what memory does not cover, e.g. seek a
+ * descriptor back, close descriptors an input opened.  Call before the loop
+ * starts.  Errors: -EINVAL too many hooks or fn NULL; -EBUSY running. */
+static inline int mmk_afl_on_reset(mmk_afl_hook fn, void *arg)
+{
+	mmk_afl__cfg *c = mmk_afl__self();
+	if (c->live)
+		return -EBUSY;
+	if (!fn || c->nhook == MMK_AFL_MAX_HOOKS)
+		return -EINVAL;
+	c->hook[c->nhook].fn = fn;
+	c->hook[c->nhook].arg = arg;
+	c->nhook++;
+	return 0;
+}
+
+/* Never track the mappings overlapping [addr, addr+len) (forwarded to
+ * mmk_snap_exclude before the save).  Note the engine drops every mapping
+ * that overlaps an excluded range whole, not only the excluded pages: give
+ * memory to exclude a mapping of its own (mmap), or use mmk_afl_preserve
+ * for variables in .data/.bss.  Call before the loop starts.
+ * Errors: -EINVAL too many; -EBUSY running. */
+static inline int mmk_afl_exclude(void *addr, size_t len)
+{
+	mmk_afl__cfg *c = mmk_afl__self();
+	if (c->live)
+		return -EBUSY;
+	if (!len || c->nexcl == MMK_AFL_MAX_EXCLUDE)
+		return -EINVAL;
+	c->excl[c->nexcl].addr = addr;
+	c->excl[c->nexcl].len = len;
+	c->nexcl++;
+	return 0;
+}
+
+/* The snapshot object of the running loop (for mmk_snap_stats_get), or NULL
+ * outside the loop or with the reset off. */
+static inline mmk_snap *mmk_afl_snap(void)
+{
+	mmk_afl__live *l = mmk_afl__self()->live;
+	return l ? l->snap : NULL;
+}
+
+/* Inputs finished in the running loop (0 outside it or with the reset off). */
+static inline unsigned long long mmk_afl_iterations(void)
+{
+	mmk_afl__live *l = mmk_afl__self()->live;
+	return l ? l->iter : 0;
+}
+
+/* ---- the loop (internal; use MMK_AFL_LOOP) ---------------------------------- */
+
+/* First input about to run: take the save point. */
+MMK_AFL__FN(void, mmk_afl__begin, (mmk_afl__cfg *c))
+{
+	void *p = mmap(NULL, sizeof(mmk_afl__live), PROT_READ | PROT_WRITE,
+		       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		mmk_afl__die("mmap", -ENOMEM);
+	mmk_afl__live *l = (mmk_afl__live *)p;
+	if (!c->dummy_map && (c->area_ptr = (unsigned char **)dlsym((void *)0, "__afl_area_ptr"))) {
+		unsigned *final_loc = (unsigned *)dlsym((void *)0, "__afl_final_loc");
+		size_t sz = MMK_AFL__DUMMY_MAP;
+		if (final_loc && *final_loc + 4096u > sz)
+			sz = *final_loc + 4096u;
+		p = mmap(NULL, sz, PROT_READ | PROT_WRITE,
+			 MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (p == MAP_FAILED)
+			mmk_afl__die("mmap", -ENOMEM);
+		c->dummy_map = (unsigned char *)p;
+	}
+	int rc = mmk_snap_create(&l->snap, NULL);
+	if (rc < 0)
+		mmk_afl__die("mmk_snap_create", rc);
+	for (size_t i = 0; i < c->nexcl; i++)
+		if ((rc = mmk_snap_exclude(l->snap, c->excl[i].addr, c->excl[i].len)) < 0)
+			mmk_afl__die("mmk_snap_exclude", rc);
+	if ((rc = mmk_snap_add_process(l->snap)) < 0)
+		mmk_afl__die("mmk_snap_add_process", rc);
+	c->live = l; /* before the save: every restore keeps it */
+	if ((rc = mmk_snap_save(l->snap)) < 0)
+		mmk_afl__die("mmk_snap_save", rc);
+}
+
+/* The loop is over: memory has been reset; stop tracking. */
+MMK_AFL__FN(void, mmk_afl__end, (mmk_afl__cfg *c))
+{
+	mmk_afl__live *l = c->live;
+	c->live = NULL;
+	mmk_snap_destroy(l->snap);
+	munmap(l, sizeof *l);
+}
+
+/* An input finished: put memory back. */
+MMK_AFL__FN(void, mmk_afl__reset, (mmk_afl__cfg *c))
+{
+	mmk_afl__live *l = c->live;
+	unsigned char *p = l->scratch;
+	size_t i;
+	for (i = 0; i < c->nkeep; i++) {
+		memcpy(p, c->keep[i].addr, c->keep[i].len);
+		p += c->keep[i].len;
+	}
+	int rc = mmk_snap_restore(l->snap);
+	if (rc < 0)
+		mmk_afl__die("mmk_snap_restore", rc);
+	p = l->scratch;
+	for (i = 0; i < c->nkeep; i++) {
+		if (memcmp(c->keep[i].addr, p, c->keep[i].len) != 0)
+			memcpy(c->keep[i].addr, p, c->keep[i].len);
+		p += c->keep[i].len;
+	}
+	l->resets++;
+	for (i = 0; i < c->nhook; i++)
+		c->hook[i].fn(c->hook[i].arg);
+}
+
+typedef int (*mmk_afl_loop_fn)(unsigned n);
+
+/* One turn of the loop: reset after an input, then ask the loop function
+ * (AFL++'s __afl_persistent_loop) for the next input.  A single call per
+ * turn, so the instrumented loop condition in the harness is one basic
+ * block that every input, including a child's first and last, passes
+ * through the same way.  The loop ends after n inputs without calling
+ * AFL++ again: its own counter is rolled back by every reset. */
+MMK_AFL__FN(int, mmk_afl__step, (unsigned n, mmk_afl_loop_fn loop))
+{
+	mmk_afl__cfg *c = mmk_afl__self();
+	if (!c->checked_env) {
+		const char *e = getenv("MMK_AFL_RESET");
+		c->off = e && e[0] == '0';
+		c->checked_env = 1;
+	}
+	if (c->off)
+		return loop(n);
+	if (c->live) {
+		mmk_afl__reset(c);
+		if (++c->live->iter >= n) {
+			/* As AFL++'s runtime does when its counter runs out:
+			 * what runs after the loop is no input's coverage. */
+			if (c->area_ptr && c->dummy_map)
+				*c->area_ptr = c->dummy_map;
+			mmk_afl__end(c);
+			return 0;
+		}
+	}
+	int r = loop(n);
+	if (!r) {
+		if (c->live)
+			mmk_afl__end(c);
+		return 0;
+	}
+	if (!c->live)
+		mmk_afl__begin(c);
+	return r;
+}
+
+/* Outside afl-clang-fast: one input, like AFL++'s runtime outside the
+ * fuzzer.  (Its flag is reset with the rest of memory to its value at the
+ * save point, which is after the first call: still "done".) */
+MMK_AFL__FN(int, mmk_afl__once, (unsigned n))
+{
+	static int done;
+	(void)n;
+	return done ? 0 : (done = 1);
+}
+
+/* MMK_AFL_LOOP_WITH(n, loop): the same loop over any AFL++-like loop
+ * function int loop(unsigned n) (returns non-zero while an input is ready;
+ * for tests and for other fuzzers' persistent loops). */
+#define MMK_AFL_LOOP_WITH(n, loop) mmk_afl__step((n), (loop))
+
+#ifdef __AFL_LOOP
+/* afl-clang-fast: AFL++'s loop function, and the persistent-mode signature
+ * afl-fuzz looks for in the binary (what __AFL_LOOP would embed). */
+int mmk_afl__rt_loop(unsigned int) __asm__("__afl_persistent_loop");
+#define MMK_AFL_LOOP(n)                                                              \
+	({                                                                           \
+		static const char mmk_afl__sig[] __attribute__((used)) =             \
+			"##SIG_AFL_PERSISTENT##";                                    \
+		(void)mmk_afl__sig;                                                  \
+		mmk_afl__step((n), mmk_afl__rt_loop);                                \
+	})
+#else
+#define MMK_AFL_LOOP(n) mmk_afl__step((n), mmk_afl__once)
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -460,6 +460,46 @@ static void test_eio(void **st)
 	rmstore(p);
 }
 
+
+/* mmkit rvm check|dump|recover (the tool, from MMKIT_TOOL) */
+static int tool(const char *args, const char *p)
+{
+	const char *t = getenv("MMKIT_TOOL");
+	char cmd[900];
+	snprintf(cmd, sizeof cmd, "'%s' rvm %s '%s' >/dev/null", t, args, p);
+	int ws = system(cmd);
+	return WIFEXITED(ws) ? WEXITSTATUS(ws) : -1;
+}
+
+static void test_tool(void **st)
+{
+	(void)st;
+	if (!getenv("MMKIT_TOOL"))
+		MMK_SKIP("MMKIT_TOOL not set (run through ctest)");
+	char p[300];
+	mkpath(p, sizeof p, "tool");
+	make_logged(p, 3);
+	assert_int_equal(tool("check", p), 0);
+	assert_int_equal(tool("dump", p), 0);
+	mmk_rvm_info info;
+	assert_int_equal(mmk_rvm_check(p, &info, NULL, NULL), 0);
+	assert_int_equal(info.records, 3);
+	assert_int_equal(tool("recover", p), 0);
+	assert_int_equal(mmk_rvm_check(p, &info, NULL, NULL), 0);
+	assert_int_equal(info.records, 0); /* applied, new generation */
+	flip(p, "data", 4096 + 4096 + 5 * 4096, 0);
+	assert_int_equal(tool("check", p), 1);
+	assert_int_equal(tool("recover", p), 1);
+	assert_int_equal(tool("bogus", p), 2);
+	/* busy while open */
+	mmk_rvm *r;
+	make_logged(p, 1);
+	assert_int_equal(mmk_rvm_open(&r, p, 0, NULL), 0);
+	assert_int_equal(tool("check", p), 1);
+	assert_int_equal(mmk_rvm_close(r), 0);
+	rmstore(p);
+}
+
 int main(void)
 {
 	mmk_test_seed();
@@ -471,6 +511,7 @@ int main(void)
 		cmocka_unit_test(test_wrap),
 		cmocka_unit_test(test_corruption),
 		cmocka_unit_test(test_eio),
+		cmocka_unit_test(test_tool),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -10,6 +10,7 @@ static const mmk_cmd commands[] = {
 	{ "features", mmk_cmd_features, "print what this kernel offers and what mmkit uses it for" },
 	{ "prof", mmk_cmd_prof, "page-fault and CPU profiler: daemon, monitor, run, plots, case studies" },
 	{ "work", mmk_cmd_work, "synthetic memory workload for the profiler case studies" },
+	{ "rvm", mmk_cmd_rvm, "recoverable memory stores: check, recover, dump" },
 };
 
 int mmk_tool_fail(const char *what, int err)

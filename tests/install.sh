@@ -28,7 +28,10 @@ int main(void)
 }
 C
 export PKG_CONFIG_PATH="$libdir/pkgconfig"
-cc -std=c11 -Wall -Wextra -Werror "$tmp/prog.c" -o "$tmp/prog" $(pkg-config --cflags --libs mmkit)
+# a sanitized build's library needs the sanitizer runtime in the program too
+san=""
+grep -q '^MMK_SANITIZE:BOOL=ON' "$build/CMakeCache.txt" && san="-fsanitize=address,undefined"
+cc -std=c11 -Wall -Wextra -Werror $san "$tmp/prog.c" -o "$tmp/prog" $(pkg-config --cflags --libs mmkit)
 LD_LIBRARY_PATH="$libdir" "$tmp/prog" | grep -q '^kernel '
 # the installed library is the shared one (the program is not static)
 LD_LIBRARY_PATH="$libdir" ldd "$tmp/prog" | grep -q 'libmmkit.so.0'

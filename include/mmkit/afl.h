@@ -93,6 +93,10 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <dlfcn.h>
+#include <elf.h>
+#include <fcntl.h>
+#include <link.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #ifdef __cplusplus
@@ -103,6 +107,10 @@ extern "C" {
 #define MMK_AFL_PRESERVE_BYTES 4096 /* their total size */
 #define MMK_AFL_MAX_HOOKS      8
 #define MMK_AFL_MAX_EXCLUDE    8
+/* at most this many tracked pages: copy backend (see mmk_afl__begin) */
+#ifndef MMK_AFL_COPY_MAX_PAGES
+#define MMK_AFL_COPY_MAX_PAGES 128
+#endif
 
 typedef void (*mmk_afl_hook)(void *arg);
 
@@ -197,12 +205,14 @@ static inline int mmk_afl_on_reset(mmk_afl_hook fn, void *arg)
 	return 0;
 }
 
-/* Never track the mappings overlapping [addr, addr+len) (forwarded to
- * mmk_snap_exclude before the save).  Note the engine drops every mapping
- * that overlaps an excluded range whole, not only the excluded pages: give
- * memory to exclude a mapping of its own (mmap), or use mmk_afl_preserve
- * for variables in .data/.bss.  Call before the loop starts.
- * Errors: -EINVAL too many; -EBUSY running. */
+/* Never track the whole pages inside [addr, addr+len) (a big buffer whose
+ * contents need no reset, e.g. an input buffer every input rewrites).  The
+ * snapshot engine excludes whole mappings, so the harness first makes those
+ * pages a mapping of their own (madvise MADV_DONTDUMP, which also keeps them
+ * out of core dumps); partial pages at either end stay tracked.  AFL++'s own
+ * 2 MiB coverage map and 1 MiB test-case buffer are excluded this way
+ * automatically.  Call before the loop starts.
+ * Errors: -EINVAL len 0 or too many; -EBUSY running. */
 static inline int mmk_afl_exclude(void *addr, size_t len)
 {
 	mmk_afl__cfg *c = mmk_afl__self();
@@ -233,6 +243,87 @@ static inline unsigned long long mmk_afl_iterations(void)
 
 /* ---- the loop (internal; use MMK_AFL_LOOP) ---------------------------------- */
 
+/* Exclude the whole pages inside [addr, addr+len) from the snapshot.  The
+ * engine excludes whole mappings, so the pages are first made a mapping of
+ * their own: madvise(MADV_DONTDUMP) changes only the core-dump flag, which
+ * makes the kernel split them from their neighbours (.bss variables on the
+ * partial pages at either end stay tracked). */
+MMK_AFL__FN(int, mmk_afl__split_exclude, (mmk_snap *s, void *addr, size_t len))
+{
+	uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+	uintptr_t a = ((uintptr_t)addr + pg - 1) & ~(pg - 1);
+	uintptr_t b = ((uintptr_t)addr + len) & ~(pg - 1);
+	if (b <= a)
+		return 0;
+	if (madvise((void *)a, b - a, MADV_DONTDUMP) != 0)
+		return -errno;
+	return mmk_snap_exclude(s, (void *)a, b - a);
+}
+
+MMK_AFL__FN(int, mmk_afl__first_object, (struct dl_phdr_info *info, size_t size, void *arg))
+{
+	(void)size;
+	*(uintptr_t *)arg = (uintptr_t)info->dlpi_addr;
+	return 1; /* the first object is the program */
+}
+
+/* AFL++'s big buffers in the program's .bss: the 2 MiB initial coverage map
+ * (__afl_area_initial: unused once the map is AFL++'s shared memory; written
+ * only when no fuzzer is attached, where rolling it back is pointless) and
+ * the 1 MiB test-case buffer (__afl_fuzz_alt: only for input read from stdin,
+ * rewritten by every input).  Tracking them would make every restore scan
+ * ~770 pages instead of a few dozen, so they are found by name in the
+ * program's symbol table and excluded.  A stripped program keeps them
+ * tracked (correct, slower). */
+MMK_AFL__FN(void, mmk_afl__exclude_afl_buffers, (mmk_afl__cfg *c))
+{
+	static const char *const names[] = { "__afl_area_initial", "__afl_fuzz_alt" };
+	if (!c->area_ptr)
+		return; /* no AFL++ runtime */
+	int fd = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	struct stat st;
+	void *map = MAP_FAILED;
+	if (fstat(fd, &st) == 0 && (size_t)st.st_size > sizeof(Elf64_Ehdr))
+		map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+	close(fd);
+	if (map == MAP_FAILED)
+		return;
+	const unsigned char *f = (const unsigned char *)map;
+	size_t fsz = (size_t)st.st_size;
+	const Elf64_Ehdr *eh = (const Elf64_Ehdr *)f;
+	uintptr_t bias = 0;
+	dl_iterate_phdr(mmk_afl__first_object, &bias);
+	if (memcmp(eh->e_ident, ELFMAG, SELFMAG) == 0 && eh->e_ident[EI_CLASS] == ELFCLASS64 &&
+	    eh->e_shoff && eh->e_shoff + (size_t)eh->e_shnum * sizeof(Elf64_Shdr) <= fsz) {
+		const Elf64_Shdr *sh = (const Elf64_Shdr *)(f + eh->e_shoff);
+		for (unsigned i = 0; i < eh->e_shnum; i++) {
+			if (sh[i].sh_type != SHT_SYMTAB || sh[i].sh_link >= eh->e_shnum)
+				continue;
+			const Elf64_Shdr *str = &sh[sh[i].sh_link];
+			if (sh[i].sh_offset + sh[i].sh_size > fsz || str->sh_offset + str->sh_size > fsz)
+				break;
+			const Elf64_Sym *sym = (const Elf64_Sym *)(f + sh[i].sh_offset);
+			size_t n = sh[i].sh_size / sizeof *sym;
+			for (size_t k = 0; k < n; k++) {
+				if (sym[k].st_name >= str->sh_size || ELF64_ST_TYPE(sym[k].st_info) != STT_OBJECT)
+					continue;
+				const char *nm = (const char *)(f + str->sh_offset + sym[k].st_name);
+				for (size_t j = 0; j < sizeof names / sizeof *names; j++)
+					if (strcmp(nm, names[j]) == 0 && sym[k].st_size >= 65536 &&
+					    c->nexcl < MMK_AFL_MAX_EXCLUDE) {
+						c->excl[c->nexcl].addr = (void *)(bias + sym[k].st_value);
+						c->excl[c->nexcl].len = sym[k].st_size;
+						c->nexcl++;
+					}
+			}
+			break;
+		}
+	}
+	munmap(map, fsz);
+}
+
 /* First input about to run: take the save point. */
 MMK_AFL__FN(void, mmk_afl__begin, (mmk_afl__cfg *c))
 {
@@ -255,11 +346,30 @@ MMK_AFL__FN(void, mmk_afl__begin, (mmk_afl__cfg *c))
 	int rc = mmk_snap_create(&l->snap, NULL);
 	if (rc < 0)
 		mmk_afl__die("mmk_snap_create", rc);
+	mmk_afl__exclude_afl_buffers(c);
 	for (size_t i = 0; i < c->nexcl; i++)
-		if ((rc = mmk_snap_exclude(l->snap, c->excl[i].addr, c->excl[i].len)) < 0)
+		if ((rc = mmk_afl__split_exclude(l->snap, c->excl[i].addr, c->excl[i].len)) < 0)
 			mmk_afl__die("mmk_snap_exclude", rc);
 	if ((rc = mmk_snap_add_process(l->snap)) < 0)
 		mmk_afl__die("mmk_snap_add_process", rc);
+	/* Small process (AFL++'s buffers excluded): a full copy per restore
+	 * beats the tracking backends, whose restore has a fixed cost (one
+	 * PAGEMAP_SCAN walking every mapping in the tracked span, ~5-10 us on
+	 * the development VM) - see README.  MMK_SNAP_BACKEND still decides
+	 * when set. */
+	mmk_snap_stats st;
+	const char *be = getenv("MMK_SNAP_BACKEND");
+	if ((!be || !*be) && mmk_snap_stats_get(l->snap, &st) == 0 && st.pages_tracked <= MMK_AFL_COPY_MAX_PAGES) {
+		mmk_snap_opts o = { MMK_SNAP_COPY, 0 };
+		mmk_snap_destroy(l->snap);
+		if ((rc = mmk_snap_create(&l->snap, &o)) < 0)
+			mmk_afl__die("mmk_snap_create", rc);
+		for (size_t i = 0; i < c->nexcl; i++)
+			if ((rc = mmk_afl__split_exclude(l->snap, c->excl[i].addr, c->excl[i].len)) < 0)
+				mmk_afl__die("mmk_snap_exclude", rc);
+		if ((rc = mmk_snap_add_process(l->snap)) < 0)
+			mmk_afl__die("mmk_snap_add_process", rc);
+	}
 	c->live = l; /* before the save: every restore keeps it */
 	if ((rc = mmk_snap_save(l->snap)) < 0)
 		mmk_afl__die("mmk_snap_save", rc);

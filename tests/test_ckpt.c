@@ -191,11 +191,26 @@ static void quiesce(cw *w, bool stop)
 	}
 }
 
-static void test_consistency(void **state)
+typedef struct hook_ctx {
+	cw *w;
+	char *model;
+} hook_ctx;
+
+/* the instant, as mmkit calls it: park the writers, take the model */
+static void model_hook(void *arg, int stop)
 {
-	(void)state;
+	hook_ctx *h = arg;
+	quiesce(h->w, stop != 0);
+	if (stop)
+		memcpy(h->model, h->w->mem, h->w->npages * PG);
+}
+
+/* hook: mmkit quiesces through opts.quiesce after sweeping, with a
+ * background sweeper racing the writers too */
+static void consistency(bool hook)
+{
 	char dir[256];
-	mkdir_fresh(dir, sizeof dir, "cons");
+	mkdir_fresh(dir, sizeof dir, hook ? "cons-hook" : "cons");
 	size_t np = mmk_test_n(8192, 512); /* 32 MiB at scale 1 */
 	np -= np % 2;
 	cw w = { 0 };
@@ -207,9 +222,16 @@ static void test_consistency(void **state)
 	fill_rand(w.mem, np * PG, &s);
 	memcpy(w.shadow, w.mem, np * PG);
 	mmk_ckpt *c;
-	assert_int_equal(mmk_ckpt_create(&c, dir, &(mmk_ckpt_opts){ .max_chain = 3 }), 0);
-	assert_int_equal(mmk_ckpt_add(c, "data", w.mem, np * PG), 0);
 	char *model = malloc(np * PG);
+	hook_ctx hc = { &w, model };
+	mmk_ckpt_opts o = { .max_chain = 3 };
+	if (hook) {
+		o.quiesce = model_hook;
+		o.quiesce_arg = &hc;
+		o.sweep_ms = 1;
+	}
+	assert_int_equal(mmk_ckpt_create(&c, dir, &o), 0);
+	assert_int_equal(mmk_ckpt_add(c, "data", w.mem, np * PG), 0);
 	pthread_t th[2];
 	cw_arg args[2] = { { &w, 0 }, { &w, 1 } };
 	for (int i = 0; i < 2; i++)
@@ -219,10 +241,16 @@ static void test_consistency(void **state)
 	size_t copied = 0;
 	for (int r = 0; r < rounds; r++) {
 		usleep(20000); /* let the writers dirty pages */
-		quiesce(&w, true);
-		memcpy(model, w.mem, np * PG); /* the start instant */
-		int gen = mmk_ckpt_start(c, 0);
-		quiesce(&w, false);
+		int gen;
+		if (hook) {
+			assert_true(mmk_ckpt_prepare(c) >= 0);
+			gen = mmk_ckpt_start(c, 0);
+		} else {
+			quiesce(&w, true);
+			memcpy(model, w.mem, np * PG); /* the start instant */
+			gen = mmk_ckpt_start(c, 0);
+			quiesce(&w, false);
+		}
 		assert_true(gen > 0);
 		assert_int_equal(mmk_ckpt_wait(c), 0);
 		mmk_ckpt_stats st;
@@ -246,14 +274,26 @@ static void test_consistency(void **state)
 	assert_memory_equal(w.mem, w.shadow, np * PG);
 	if (tracked())
 		assert_true(faults0 > 0);
-	fprintf(stderr, "# consistency: %d rounds, %llu writes, %llu faults, %zu pages copied aside\n",
-		rounds, (unsigned long long)atomic_load(&w.writes), faults0, copied);
+	fprintf(stderr, "# consistency%s: %d rounds, %llu writes, %llu faults, %zu pages copied aside\n",
+		hook ? " (quiesce hook, sweeps)" : "", rounds, (unsigned long long)atomic_load(&w.writes), faults0, copied);
 	assert_int_equal(mmk_ckpt_verify(dir) >= 1, 1);
 	mmk_ckpt_destroy(c);
 	munmap(w.mem, np * PG);
 	free(w.shadow);
 	free(model);
 	rm_dir(dir);
+}
+
+static void test_consistency(void **state)
+{
+	(void)state;
+	consistency(false);
+}
+
+static void test_consistency_sweeps(void **state)
+{
+	(void)state;
+	consistency(true);
 }
 
 /* ---- incremental chains and compaction ------------------------------------------------ */
@@ -814,6 +854,7 @@ int main(void)
 		cmocka_unit_test(test_crc),
 		cmocka_unit_test(test_args),
 		cmocka_unit_test(test_consistency),
+		cmocka_unit_test(test_consistency_sweeps),
 		cmocka_unit_test(test_incremental),
 		cmocka_unit_test(test_restart_addresses),
 		cmocka_unit_test(test_corrupt),

@@ -4,20 +4,30 @@
  * Per-page state machine (one atomic byte per page of a tracked region):
  *
  *   CLEAN   write-protected, unchanged since the last image that holds it
- *   DIRTY   written since (normally unprotected): goes into the next image
+ *   DIRTY   written since, and NOT protected: goes into the next image
+ *   DIRTY_P written since, protected again by a sweep (mmk_ckpt_prepare or
+ *           the background sweeper) so that the instant need not do it
+ *   UNPROT  transient: a fault handler is un-protecting it
  *   PENDING in the running checkpoint, still protected, not saved yet
  *   WRITING the writer thread is copying it (it is still protected)
- *   COPYING a fault handler is copying it aside (still protected)
+ *   COPYING a fault handler is copying it aside, then un-protecting it
  *   COPIED  its checkpoint-instant content is in the side store; the page
  *           itself is unprotected and being written by the program
  *
- * Transitions: start: DIRTY->PENDING (and CLEAN->PENDING for a full image),
- * then the DIRTY ones are re-protected.  Writer: PENDING->WRITING->CLEAN,
- * COPIED->DIRTY (after copying the side page).  Fault handler: CLEAN->DIRTY,
- * PENDING->COPYING->COPIED, then un-protect; on WRITING or COPYING it spins
- * until the other side is done.  A page is never read for an image after it
- * was un-protected: the writer reads only in WRITING, the handler copies
- * before un-protecting.  Between checkpoints only CLEAN and DIRTY exist.
+ * Transitions.  Start (writers quiesced): DIRTY->PENDING with a re-protect,
+ * DIRTY_P->PENDING, and for a full image CLEAN->PENDING.  Writer:
+ * PENDING->WRITING->CLEAN, COPIED->DIRTY; abandoning an image:
+ * PENDING->DIRTY_P, COPIED->DIRTY.  Fault handler: CLEAN|DIRTY_P->UNPROT->
+ * (un-protect)->DIRTY, PENDING->COPYING->(copy, un-protect)->COPIED; on
+ * UNPROT, WRITING or COPYING it spins until the other side is done.
+ * Sweeper (not during a checkpoint, under the handle lock, program running):
+ * DIRTY->DIRTY_P, then re-protect.
+ * Rules that make this race-free: a page is never read for an image after
+ * it was un-protected (the writer reads only in WRITING, the handler copies
+ * before un-protecting); DIRTY and COPIED are only ever stored after the
+ * un-protect is complete, so a sweeper's claim (DIRTY->DIRTY_P + protect)
+ * can never be undone by a late un-protect.  Between checkpoints only
+ * CLEAN, DIRTY, DIRTY_P and UNPROT exist.
  */
 #ifndef MMK_CKPT_INT_H
 #define MMK_CKPT_INT_H
@@ -30,7 +40,10 @@
 #include <stdatomic.h>
 #include "sys/sys.h"
 
-enum { CK_CLEAN = 0, CK_DIRTY = 1, CK_PENDING = 2, CK_WRITING = 3, CK_COPYING = 4, CK_COPIED = 5 };
+enum {
+	CK_CLEAN = 0, CK_DIRTY = 1, CK_PENDING = 2, CK_WRITING = 3, CK_COPYING = 4, CK_COPIED = 5,
+	CK_DIRTY_P = 6, CK_UNPROT = 7
+};
 
 /* ---- on-disk format (little-endian, this machine's layout) ---------------- */
 #define CK_MAGIC "MMKCKPT1"

@@ -109,18 +109,22 @@ static int handle(ck_region *r, uintptr_t page)
 	size_t i = (page - r->start) / MMK__PAGE;
 	_Atomic uint8_t *s = &r->st[i];
 	unsigned k = 0;
+	int rc;
+	atomic_fetch_add_explicit(&c->faults, 1, memory_order_relaxed);
 	for (;;) {
 		uint8_t v = atomic_load_explicit(s, memory_order_acquire);
 		switch (v) {
 		case CK_CLEAN:
-			if (atomic_compare_exchange_weak(s, &v, CK_DIRTY))
-				goto unprotect;
-			continue;
+		case CK_DIRTY_P:
+			if (!atomic_compare_exchange_weak(s, &v, CK_UNPROT))
+				continue;
+			rc = mmk__uffd_wp(&c->uffd, page, MMK__PAGE, false);
+			atomic_store_explicit(s, CK_DIRTY, memory_order_release);
+			return rc;
 		case CK_PENDING:
 			if (!atomic_compare_exchange_weak(s, &v, CK_COPYING))
 				continue;
 			mmk__copy(r->side + i * MMK__PAGE, (const void *)page, MMK__PAGE);
-			atomic_store_explicit(s, CK_COPIED, memory_order_release);
 			{
 				size_t h = atomic_fetch_add(&c->held_now, 1) + 1;
 				size_t p = atomic_load(&c->held_peak);
@@ -128,18 +132,19 @@ static int handle(ck_region *r, uintptr_t page)
 					;
 				atomic_fetch_add(&c->copied, 1);
 			}
-			goto unprotect;
+			rc = mmk__uffd_wp(&c->uffd, page, MMK__PAGE, false);
+			atomic_store_explicit(s, CK_COPIED, memory_order_release);
+			return rc;
+		case CK_UNPROT:
 		case CK_WRITING:
 		case CK_COPYING:
 			spin(&k);
 			continue;
-		default: /* DIRTY, COPIED: already unprotected (or about to be) */
-			goto unprotect;
+		default: /* DIRTY, COPIED: unprotected already (another thread's
+			  * fault on the same page just resolved it) */
+			return 0;
 		}
 	}
-unprotect:
-	atomic_fetch_add_explicit(&c->faults, 1, memory_order_relaxed);
-	return mmk__uffd_wp(&c->uffd, page, MMK__PAGE, false);
 }
 
 static void on_sigbus(int sig, siginfo_t *si, void *uc)

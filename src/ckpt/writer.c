@@ -335,8 +335,8 @@ static long prepare(mmk_ckpt *c, ck_region *r, bool full)
 				if (i < lo)
 					lo = i;
 				hi = i;
-			} else if (full && st[i] == CK_CLEAN) {
-				st[i] = CK_PENDING;
+			} else if (st[i] == CK_DIRTY_P || (full && st[i] == CK_CLEAN)) {
+				st[i] = CK_PENDING; /* protected already */
 			}
 		}
 	}
@@ -357,6 +357,111 @@ static long prepare(mmk_ckpt *c, ck_region *r, bool full)
 			return rc;
 	}
 	return (long)nr;
+}
+
+/* ---- sweeping: re-protect dirty pages while the program runs -------------------- */
+
+#define CK_SWEEP_WIN 256 /* pages per locked window: bounds how long a start waits */
+
+static bool window_has_dirty(ck_region *r, size_t w0, size_t w1)
+{
+	for (size_t i = w0; i < w1; i++)
+		if (atomic_load_explicit(&r->st[i], memory_order_relaxed) == CK_DIRTY)
+			return true;
+	return false;
+}
+
+/* one pass over r: DIRTY -> DIRTY_P + re-protect, window by window under
+ * the lock, never during a checkpoint.  Returns pages re-protected. */
+static long sweep_region(mmk_ckpt *c, ck_region *r)
+{
+	long total = 0;
+	if (r->copy_mode)
+		return 0;
+	for (size_t w0 = 0; w0 < r->npages; w0 += CK_SWEEP_WIN) {
+		size_t w1 = w0 + CK_SWEEP_WIN < r->npages ? w0 + CK_SWEEP_WIN : r->npages;
+		if (!window_has_dirty(r, w0, w1))
+			continue;
+		pthread_mutex_lock(&c->lock);
+		if (c->job || c->quit) {
+			pthread_mutex_unlock(&c->lock);
+			break;
+		}
+		uint64_t *runs = r->runs;
+		size_t nr = 0, lo = SIZE_MAX, hi = 0;
+		for (size_t i = w0; i < w1; i++) {
+			uint8_t v = CK_DIRTY;
+			if (!atomic_compare_exchange_strong(&r->st[i], &v, CK_DIRTY_P))
+				continue;
+			if (nr && runs[2 * (nr - 1)] + runs[2 * (nr - 1) + 1] == i) {
+				runs[2 * (nr - 1) + 1]++;
+			} else {
+				runs[2 * nr] = i;
+				runs[2 * nr + 1] = 1;
+				nr++;
+			}
+			if (i < lo)
+				lo = i;
+			hi = i;
+			total++;
+		}
+		int rc = 0;
+		if (nr > 1 && nr * 10 > hi - lo + 1) {
+			rc = mmk__uffd_wp(&c->uffd, r->start + lo * MMK__PAGE, (hi - lo + 1) * MMK__PAGE, true);
+		} else {
+			for (size_t k = 0; k < nr && !rc; k++)
+				rc = mmk__uffd_wp(&c->uffd, r->start + runs[2 * k] * MMK__PAGE,
+						  runs[2 * k + 1] * MMK__PAGE, true);
+		}
+		if (rc < 0) {
+			/* not known to be protected: back to DIRTY (no fault can
+			 * be in flight on an unprotected page) */
+			for (size_t k = 0; k < nr; k++)
+				for (size_t j = 0; j < runs[2 * k + 1]; j++) {
+					uint8_t v = CK_DIRTY_P;
+					atomic_compare_exchange_strong(&r->st[runs[2 * k] + j], &v, CK_DIRTY);
+				}
+			pthread_mutex_unlock(&c->lock);
+			return rc;
+		}
+		pthread_mutex_unlock(&c->lock);
+	}
+	return total;
+}
+
+static long sweep_all(mmk_ckpt *c)
+{
+	long total = 0;
+	for (size_t i = 0;; i++) {
+		pthread_mutex_lock(&c->lock);
+		ck_region *r = i < c->nregions ? c->regions[i] : NULL;
+		pthread_mutex_unlock(&c->lock);
+		if (!r)
+			break;
+		long n = sweep_region(c, r);
+		if (n < 0)
+			return n;
+		total += n;
+	}
+	return total;
+}
+
+int mmk_ckpt_prepare(mmk_ckpt *c)
+{
+	if (!c)
+		return -EINVAL;
+	/* like pre-copy in live migration: each pass re-protects what the
+	 * program dirtied during the previous one, until little is left */
+	long total = 0;
+	for (int pass = 0; pass < 4; pass++) {
+		long n = sweep_all(c);
+		if (n < 0)
+			return (int)n;
+		total += n;
+		if (n < 64)
+			break;
+	}
+	return total > INT32_MAX ? INT32_MAX : (int)total;
 }
 
 static int start_locked(mmk_ckpt *c, unsigned flags)
@@ -402,13 +507,38 @@ static int start_locked(mmk_ckpt *c, unsigned flags)
 	return (int)c->job_gen;
 }
 
+/* with a quiesce hook: sweep first (program running), then the instant */
+static int start_quiesced(mmk_ckpt *c, unsigned flags)
+{
+	double t0 = mmk__ck_mono();
+	int rc = mmk_ckpt_prepare(c);
+	double t1 = mmk__ck_mono();
+	if (rc < 0)
+		return rc;
+	c->opts.quiesce(c->opts.quiesce_arg, 1);
+	pthread_mutex_lock(&c->lock);
+	rc = start_locked(c, flags);
+	if (rc > 0)
+		c->stats.last_prepare_us = (t1 - t0) * 1e6;
+	pthread_mutex_unlock(&c->lock);
+	c->opts.quiesce(c->opts.quiesce_arg, 0);
+	return rc;
+}
+
 int mmk_ckpt_start(mmk_ckpt *c, unsigned flags)
 {
-	if (!c)
+	if (!c || (flags & ~(unsigned)(MMK_CKPT_FULL | MMK_CKPT_WAIT)))
 		return -EINVAL;
-	pthread_mutex_lock(&c->lock);
-	int rc = start_locked(c, flags);
-	pthread_mutex_unlock(&c->lock);
+	int rc;
+	if (c->opts.quiesce) {
+		rc = start_quiesced(c, flags);
+	} else {
+		pthread_mutex_lock(&c->lock);
+		rc = start_locked(c, flags);
+		if (rc > 0)
+			c->stats.last_prepare_us = 0;
+		pthread_mutex_unlock(&c->lock);
+	}
 	if (rc > 0 && (flags & MMK_CKPT_WAIT)) {
 		int w = mmk_ckpt_wait(c);
 		if (w < 0)
@@ -470,8 +600,8 @@ static int take(ck_region *r, size_t i, char *dst)
 		uint8_t v = atomic_load_explicit(s, memory_order_acquire);
 		switch (v) {
 		case CK_PENDING:
-			if (!dst) {
-				if (atomic_compare_exchange_weak(s, &v, CK_DIRTY))
+			if (!dst) { /* still protected: dirty, protected */
+				if (atomic_compare_exchange_weak(s, &v, CK_DIRTY_P))
 					return 0;
 				continue;
 			}
@@ -742,10 +872,16 @@ static void job_done(mmk_ckpt *c, int rc)
 	}
 }
 
+static void abs_ts(struct timespec *ts, double t)
+{
+	ts->tv_sec = (time_t)t;
+	ts->tv_nsec = (long)((t - (double)ts->tv_sec) * 1e9);
+}
+
 static void *worker(void *arg)
 {
 	mmk_ckpt *c = arg;
-	double next_due = 0;
+	double next_due = 0, next_sweep = 0;
 	pthread_mutex_lock(&c->lock);
 	while (!c->quit) {
 		if (c->job) {
@@ -762,37 +898,47 @@ static void *worker(void *arg)
 			pthread_cond_broadcast(&c->done_cv);
 			continue;
 		}
-		if (!c->period_ms) {
-			next_due = 0;
-			pthread_cond_wait(&c->cv, &c->lock);
-			continue;
-		}
 		double now = mmk__ck_mono();
-		if (!next_due)
+		if (!c->period_ms)
+			next_due = 0;
+		else if (!next_due)
 			next_due = now + c->period_ms / 1000.0;
-		if (now >= next_due) {
+		if (next_due && now >= next_due) {
 			next_due = now + c->period_ms / 1000.0;
 			if (c->period_flags & MMK_CKPT_SAFEPOINT) {
 				atomic_store(&c->due, true);
 			} else {
-				void (*q)(void *, int) = c->opts.quiesce;
-				void *qa = c->opts.quiesce_arg;
 				pthread_mutex_unlock(&c->lock);
-				if (q)
-					q(qa, 1);
-				pthread_mutex_lock(&c->lock);
-				(void)start_locked(c, 0);
-				pthread_mutex_unlock(&c->lock);
-				if (q)
-					q(qa, 0);
+				if (c->opts.quiesce) {
+					(void)start_quiesced(c, 0);
+				} else {
+					pthread_mutex_lock(&c->lock);
+					(void)start_locked(c, 0);
+					pthread_mutex_unlock(&c->lock);
+				}
 				pthread_mutex_lock(&c->lock);
 			}
 			continue;
 		}
-		struct timespec ts;
-		ts.tv_sec = (time_t)next_due;
-		ts.tv_nsec = (long)((next_due - (double)ts.tv_sec) * 1e9);
-		pthread_cond_timedwait(&c->cv, &c->lock, &ts);
+		if (c->opts.sweep_ms && now >= next_sweep) {
+			/* background sweep: keeps the dirty set, hence the next
+			 * instant, small */
+			pthread_mutex_unlock(&c->lock);
+			(void)sweep_all(c);
+			pthread_mutex_lock(&c->lock);
+			next_sweep = mmk__ck_mono() + c->opts.sweep_ms / 1000.0;
+			continue;
+		}
+		double until = next_due;
+		if (c->opts.sweep_ms && (!until || next_sweep < until))
+			until = next_sweep;
+		if (!until) {
+			pthread_cond_wait(&c->cv, &c->lock);
+		} else {
+			struct timespec ts;
+			abs_ts(&ts, until);
+			pthread_cond_timedwait(&c->cv, &c->lock, &ts);
+		}
 	}
 	pthread_mutex_unlock(&c->lock);
 	return NULL;

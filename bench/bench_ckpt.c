@@ -1,0 +1,482 @@
+/*
+ * bench/bench_ckpt.c - region checkpoints (seeds 003 + 004) beside the
+ * usual answer, fork-based BGSAVE, and beside dd, in the same run.
+ *
+ * A region of SIZE bytes (1 GiB by default, 64 MiB with --quick) is written
+ * by a "program" thread at a steady rate (RATE random page writes per
+ * second, 8 bytes each) while it is checkpointed to a file on the same file
+ * system:
+ *   dd        the region's bytes written with 1 MiB write()s + one
+ *             fdatasync (what `dd bs=1M conv=fdatasync` does; the same data,
+ *             because this virtual disk writes zeros several times faster)
+ *   fork      BGSAVE: fork(); the child writes the region with 1 MiB
+ *             write()s + fdatasync and exits; the parent keeps writing
+ *   mmkit     mmk_ckpt_start() (the writer threads quiesced for the call,
+ *             as the API asks) and the background writer; full image, then
+ *             deltas after 1 % of the pages changed, and deltas while the
+ *             program keeps writing between checkpoints
+ * for 4 KiB pages (MADV_NOHUGEPAGE) and transparent huge pages
+ * (MADV_HUGEPAGE).
+ *
+ * Columns: start_ms - how long the call that starts the checkpoint blocks
+ * its caller: fork(), or for mmkit the instant (the part of
+ * mmk_ckpt_start() run with the program quiesced through opts.quiesce);
+ * prepare_ms - mmkit's re-protect passes before the instant, while the
+ * program runs; stall_ms - the program thread's longest delay of one write
+ * during the checkpoint (beyond its schedule: the pause the program sees);
+ * seconds - start to durable; MB/s and pct_of_dd - image bytes / seconds
+ * vs dd's; extra_mib - memory the checkpoint added: fork: the pages the
+ * parent wrote while the child lived (each one a copy-on-write copy) plus
+ * the copied page tables; mmkit: the most pages held aside at once
+ * (measured) plus its 2 MiB write buffer and 4 B of checksum per page;
+ * written_mib - distinct pages the program wrote during the checkpoint.
+ * Each figure is the median of REPS runs.  Seed figure: Redis measures
+ * fork at 9-23 ms per GB of memory on common hosts (issue 7).
+ *
+ * Environment: MMK_BENCH_DIR (default /var/tmp) for the files.
+ */
+#include "bench_util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <mmkit.h>
+
+#define PG 4096u
+
+static size_t g_size = 1ul << 30;
+static int g_reps = 3;
+static double g_rate = 50000; /* page writes per second */
+static char g_dir[512];
+
+/* ---- the program: a thread writing at a steady rate ------------------------------------ */
+
+typedef struct prog {
+	char *mem;
+	size_t npages;
+	atomic_int quit, park_req, parked;
+	atomic_int window;          /* 1: record stalls and pages written */
+	_Atomic double max_stall;   /* seconds */
+	uint8_t *touched;           /* pages written in the window */
+	atomic_size_t ntouched;
+	atomic_ullong writes;
+	uint64_t rng;
+	double stall_at[64], stall_len[64]; /* MMK_BENCH_DEBUG: stalls > 0.5 ms */
+	atomic_int nstall;
+	double prev;  /* the loop's previous pass */
+} prog;
+
+static bool g_debug;
+
+static void *prog_thread(void *arg)
+{
+	prog *p = arg;
+	double next = bench_now();
+	double dt = 1.0 / g_rate;
+	p->prev = next;
+	while (!atomic_load(&p->quit)) {
+		if (atomic_load(&p->park_req) > 0) {
+			/* parked time counts as a stall (it is the instant) */
+			atomic_store(&p->parked, 1);
+			while (atomic_load(&p->park_req) > 0 && !atomic_load(&p->quit))
+				;
+			atomic_store(&p->parked, 0);
+		}
+		/* a stall: the longest time between two passes of this loop
+		 * (blocked in a fault, a lock, parked, or kept off the CPU) */
+		double now = bench_now();
+		double gap = now - p->prev;
+		p->prev = now;
+		if (atomic_load_explicit(&p->window, memory_order_relaxed)) {
+			if (gap > atomic_load(&p->max_stall))
+				atomic_store(&p->max_stall, gap);
+			if (gap > 5e-4 && atomic_load(&p->nstall) < 64) {
+				int k = atomic_fetch_add(&p->nstall, 1);
+				if (k < 64) {
+					p->stall_at[k] = now - gap;
+					p->stall_len[k] = gap;
+				}
+			}
+		}
+		if (now < next)
+			continue;
+		p->rng ^= p->rng << 13;
+		p->rng ^= p->rng >> 7;
+		p->rng ^= p->rng << 17;
+		size_t pg = p->rng % p->npages;
+		uint64_t v = p->rng;
+		memcpy(p->mem + pg * PG + (v >> 52) * 8 % PG, &v, 8);
+		if (atomic_load_explicit(&p->window, memory_order_relaxed) && !p->touched[pg]) {
+			p->touched[pg] = 1;
+			atomic_fetch_add(&p->ntouched, 1);
+		}
+		atomic_fetch_add_explicit(&p->writes, 1, memory_order_relaxed);
+		next += dt;
+		if (now - next > 0.01)
+			next = now; /* after a long stall, do not burst to catch up */
+	}
+	return NULL;
+}
+
+static void window_open(prog *p)
+{
+	memset(p->touched, 0, p->npages);
+	atomic_store(&p->nstall, 0);
+	atomic_store(&p->ntouched, 0);
+	atomic_store(&p->max_stall, 0.0);
+	atomic_store(&p->window, 1);
+}
+
+/* nestable: the program thread runs again when every park is undone */
+static void park(prog *p, bool on)
+{
+	if (on) {
+		atomic_fetch_add(&p->park_req, 1);
+		while (!atomic_load(&p->parked))
+			;
+	} else {
+		atomic_fetch_sub(&p->park_req, 1);
+	}
+}
+
+static void park_hook(void *arg, int stop)
+{
+	park(arg, stop != 0);
+}
+
+/* ---- baselines --------------------------------------------------------------------------- */
+
+static int write_all(int fd, const char *p, size_t len)
+{
+	for (size_t off = 0; off < len;) {
+		size_t n = len - off < (1u << 20) ? len - off : (1u << 20);
+		ssize_t w = write(fd, p + off, n);
+		if (w <= 0)
+			return -1;
+		off += (size_t)w;
+	}
+	return fdatasync(fd);
+}
+
+static double run_dd(const char *mem)
+{
+	char path[600];
+	snprintf(path, sizeof path, "%s/dd.out", g_dir);
+	double t0 = bench_now();
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	if (fd < 0) {
+		perror("dd open");
+		exit(1);
+	}
+	if (write_all(fd, mem, g_size) < 0) {
+		perror("dd write");
+		exit(1);
+	}
+	close(fd);
+	double t = bench_now() - t0;
+	unlink(path);
+	return t;
+}
+
+typedef struct result {
+	double start_ms, stall_ms, secs, bytes, extra, written, prep_ms;
+} result;
+
+static result run_fork(prog *p)
+{
+	result r = { 0 };
+	char path[600];
+	snprintf(path, sizeof path, "%s/bgsave.out", g_dir);
+	window_open(p);
+	double t0 = bench_now();
+	pid_t pid = fork();
+	double t1 = bench_now();
+	if (pid < 0) {
+		perror("fork");
+		exit(1);
+	}
+	if (pid == 0) {
+		int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		if (fd < 0 || write_all(fd, p->mem, g_size) < 0)
+			_exit(1);
+		close(fd);
+		_exit(0);
+	}
+	int st;
+	waitpid(pid, &st, 0);
+	double t2 = bench_now();
+	atomic_store(&p->window, 0);
+	if (!WIFEXITED(st) || WEXITSTATUS(st)) {
+		fprintf(stderr, "bgsave child failed\n");
+		exit(1);
+	}
+	unlink(path);
+	r.start_ms = (t1 - t0) * 1e3;
+	r.stall_ms = atomic_load(&p->max_stall) * 1e3;
+	r.secs = t2 - t0;
+	r.bytes = (double)g_size;
+	r.written = (double)atomic_load(&p->ntouched) * PG;
+	r.extra = r.written + (double)g_size / 512; /* COW copies + page tables */
+	return r;
+}
+
+/* the handle quiesces the program itself (opts.quiesce = park_hook), after
+ * re-protecting dirty pages while it runs */
+static result run_mmkit(prog *p, mmk_ckpt *c, unsigned flags, bool quiet_writer)
+{
+	result r = { 0 };
+	window_open(p);
+	if (quiet_writer)
+		park(p, true);
+	double t0 = bench_now();
+	int g = mmk_ckpt_start(c, flags);
+	double t1 = bench_now();
+	if (g <= 0) {
+		fprintf(stderr, "mmk_ckpt_start: %s\n", mmk_strerror(g));
+		exit(1);
+	}
+	int rc = mmk_ckpt_wait(c);
+	double t2 = bench_now();
+	if (quiet_writer)
+		park(p, false);
+	atomic_store(&p->window, 0);
+	if (rc < 0) {
+		fprintf(stderr, "mmk_ckpt_wait: %s\n", mmk_strerror(rc));
+		exit(1);
+	}
+	mmk_ckpt_stats st;
+	mmk_ckpt_stats_get(c, &st);
+	if (g_debug) {
+		fprintf(stderr, "mmkit: call %.3f ms (prepare %.3f, instant %.3f, ioctls %zu), total %.3f s\n",
+			(t1 - t0) * 1e3, st.last_prepare_us / 1e3, st.last_start_us / 1e3, st.last_reprotect_ioctls,
+			t2 - t0);
+		for (int k = 0; k < atomic_load(&p->nstall) && k < 64; k++)
+			fprintf(stderr, "  stall at +%.3f ms: %.3f ms\n", (p->stall_at[k] - t0) * 1e3,
+				p->stall_len[k] * 1e3);
+	}
+	r.start_ms = st.last_start_us / 1e3; /* the instant, program quiesced */
+	r.prep_ms = st.last_prepare_us / 1e3;
+	r.stall_ms = atomic_load(&p->max_stall) * 1e3;
+	if (quiet_writer)
+		r.stall_ms = r.start_ms; /* the writer was parked: count only the call */
+	r.secs = t2 - t0;
+	r.bytes = (double)st.last_bytes;
+	r.written = (double)atomic_load(&p->ntouched) * PG;
+	r.extra = (double)st.last_peak_held * PG + (2u << 20) + 4.0 * (double)st.last_pages;
+	return r;
+}
+
+/* ---- table ----------------------------------------------------------------------------------- */
+
+static double med(result *v, int n, size_t field)
+{
+	double x[32];
+	for (int i = 0; i < n; i++)
+		x[i] = *(double *)((char *)&v[i] + field);
+	return bench_median(x, n);
+}
+
+static double g_dd_secs;
+
+static void row(const char *name, const char *page, result *v, int n, double fork_stall, const char *seed)
+{
+	double start = med(v, n, offsetof(result, start_ms)), stall = med(v, n, offsetof(result, stall_ms));
+	double secs = med(v, n, offsetof(result, secs)), bytes = med(v, n, offsetof(result, bytes));
+	double extra = med(v, n, offsetof(result, extra)), wr = med(v, n, offsetof(result, written));
+	double mbps = bytes / secs / 1e6, ddmbps = (double)g_size / g_dd_secs / 1e6;
+	char ratio[32] = "";
+	if (fork_stall > 0)
+		snprintf(ratio, sizeof ratio, "%.3f", stall / fork_stall);
+	double prep = med(v, n, offsetof(result, prep_ms));
+	printf("%s,%s,%zu,%.3f,%.3f,%.1f,%.3f,%.0f,%.0f,%.1f,%.1f,%s,%s\n", name, page, g_size >> 20, start, stall,
+	       prep, secs, mbps, 100 * mbps / ddmbps, extra / 1048576, wr / 1048576, seed, ratio);
+	fflush(stdout);
+}
+
+static char *region(bool thp)
+{
+	char *m = mmap(NULL, g_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (m == MAP_FAILED) {
+		perror("mmap");
+		exit(1);
+	}
+	madvise(m, g_size, thp ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+	for (size_t o = 0; o < g_size; o += 64)
+		*(uint64_t *)(m + o) = o * 0x9E3779B97F4A7C15ull;
+	return m;
+}
+
+static double thp_fraction(void)
+{
+	FILE *f = fopen("/proc/self/smaps_rollup", "r");
+	char line[256];
+	double anon = 0, huge = 0;
+	while (f && fgets(line, sizeof line, f)) {
+		double v;
+		if (sscanf(line, "Anonymous: %lf", &v) == 1)
+			anon = v;
+		if (sscanf(line, "AnonHugePages: %lf", &v) == 1)
+			huge = v;
+	}
+	if (f)
+		fclose(f);
+	return anon > 0 ? huge / anon : 0;
+}
+
+static void change_pages(prog *p, double frac)
+{
+	size_t n = (size_t)((double)p->npages * frac);
+	for (size_t k = 0; k < n; k++) {
+		size_t pg = (k * 7919 + 13) % p->npages; /* distinct while n < npages */
+		p->mem[pg * PG + 64] ^= 1;
+	}
+}
+
+int main(int argc, char **argv)
+{
+	bench_mode mode = bench_parse_mode(argc, argv);
+	g_debug = getenv("MMK_BENCH_DEBUG") != NULL;
+	if (mode == BENCH_QUICK) {
+		g_size = 64ul << 20;
+		g_reps = 2;
+	} else if (mode == BENCH_FULL) {
+		g_reps = 5;
+	}
+	const char *base = getenv("MMK_BENCH_DIR");
+	snprintf(g_dir, sizeof g_dir, "%s/mmk-bench-ckpt-%d", base ? base : "/var/tmp", (int)getpid());
+	if (mkdir(g_dir, 0700) < 0) {
+		perror(g_dir);
+		return 1;
+	}
+	const mmk_features *f = mmk_features_get();
+	int ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
+	bool tracked = f->uffd && f->uffd_wp && f->uffd_sigbus;
+
+	printf("case,page,region_mib,start_ms,stall_ms,prepare_ms,seconds,mb_per_s,pct_of_dd,extra_mib,written_mib,seed_fig,stall_vs_fork\n");
+	printf("# stall: the program thread's longest time between two passes of its loop (blocked in a fault, a\n"
+	       "# lock, parked for the instant, or kept off its CPU by kernel work such as TLB shoot-downs)\n");
+	printf("# program thread: %.0f random page writes/s, alone on CPU 0 (%d CPUs); %d repetitions, medians; "
+	       "files in %s\n", g_rate, ncpu, g_reps, base ? base : "/var/tmp");
+	if (!tracked)
+		printf("# no userfaultfd WP+SIGBUS here (%s): mmkit uses copy mode (pause ~ region size)\n",
+		       strerror(f->uffd_errno));
+
+	double ddv[32];
+	int cmp_fail = 0;
+	for (int pass = 0; pass < 2; pass++) {
+		bool thp = pass == 1;
+		const char *pname = thp ? "thp" : "4k";
+		bench_progress("%s: filling %zu MiB", pname, g_size >> 20);
+		prog p = { 0 };
+		p.mem = region(thp);
+		p.npages = g_size / PG;
+		p.touched = calloc(p.npages, 1);
+		p.rng = 0x1234567 + (uint64_t)pass;
+		double thpf = thp_fraction();
+		/* the program thread alone on CPU 0; the rest (main, mmkit's
+		 * writer thread, the fork child) on the others, so a stall is the
+		 * checkpoint's doing and not the scheduler's */
+		pthread_t th;
+		pthread_create(&th, NULL, prog_thread, &p);
+		if (ncpu >= 2) {
+			cpu_set_t cs;
+			CPU_ZERO(&cs);
+			CPU_SET(0, &cs);
+			pthread_setaffinity_np(th, sizeof cs, &cs);
+			CPU_ZERO(&cs);
+			for (int i = 1; i < ncpu && i < CPU_SETSIZE; i++)
+				CPU_SET(i, &cs);
+			sched_setaffinity(0, sizeof cs, &cs);
+		}
+
+		/* dd, fork, mmkit full: interleaved repetitions */
+		result fk[32], full[32];
+		char cdir[700];
+		snprintf(cdir, sizeof cdir, "%s/ck-%s", g_dir, pname);
+		mmk_ckpt *c;
+		if (mmk_ckpt_create(&c, cdir,
+				    &(mmk_ckpt_opts){ .max_chain = 1000, .quiesce = park_hook, .quiesce_arg = &p }) < 0)
+			return 1;
+		park(&p, true);
+		double ta = bench_now();
+		if (mmk_ckpt_add(c, "region", p.mem, g_size) < 0)
+			return 1;
+		double add_ms = (bench_now() - ta) * 1e3;
+		park(&p, false);
+		for (int r = 0; r < g_reps; r++) {
+			bench_progress("%s: rep %d/%d dd", pname, r + 1, g_reps);
+			if (!thp)
+				ddv[r] = run_dd(p.mem);
+			bench_progress("%s: rep %d/%d fork", pname, r + 1, g_reps);
+			fk[r] = run_fork(&p);
+			bench_progress("%s: rep %d/%d mmkit full", pname, r + 1, g_reps);
+			full[r] = run_mmkit(&p, c, MMK_CKPT_FULL, false);
+		}
+		if (!thp) {
+			g_dd_secs = bench_median(ddv, g_reps);
+			printf("dd bs=1M conv=fdatasync,-,%zu,,,,%.3f,%.0f,100,,,,\n", g_size >> 20, g_dd_secs,
+			       (double)g_size / g_dd_secs / 1e6);
+		}
+		double fork_stall = med(fk, g_reps, offsetof(result, stall_ms));
+		row("fork BGSAVE", pname, fk, g_reps, 0, "9-23 ms/GB (Redis)");
+		row("mmkit full", pname, full, g_reps, fork_stall, "");
+		double full_secs = med(full, g_reps, offsetof(result, secs));
+		double full_stall = med(full, g_reps, offsetof(result, stall_ms));
+		double full_pct = 100 * ((double)g_size / full_secs) / ((double)g_size / g_dd_secs);
+		double full_extra = med(full, g_reps, offsetof(result, extra));
+		double full_wr = med(full, g_reps, offsetof(result, written));
+
+		/* delta after 1 % of the pages changed (program parked: exactly 1 %) */
+		result d1[32];
+		for (int r = 0; r < g_reps; r++) {
+			bench_progress("%s: rep %d/%d delta 1%%", pname, r + 1, g_reps);
+			park(&p, true);
+			(void)mmk_ckpt_prepare(c); /* what the program wrote since the last one */
+			change_pages(&p, 0.01);
+			d1[r] = run_mmkit(&p, c, 0, true);
+			park(&p, false);
+		}
+		row("mmkit delta 1% changed", pname, d1, g_reps, 0, "");
+		double d1_secs = med(d1, g_reps, offsetof(result, secs));
+
+		/* deltas back to back while the program keeps writing */
+		result ds[32];
+		for (int r = 0; r < g_reps; r++) {
+			bench_progress("%s: rep %d/%d delta steady", pname, r + 1, g_reps);
+			usleep(200000);
+			ds[r] = run_mmkit(&p, c, 0, false);
+		}
+		row("mmkit delta steady writes", pname, ds, g_reps, fork_stall, "");
+		double ds_stall = med(ds, g_reps, offsetof(result, stall_ms));
+		printf("# %s: mmk_ckpt_add (protect the whole region once) %.2f ms; THP share of the region %.0f%%\n",
+		       pname, add_ms, 100 * thpf);
+		printf("# %s target pause <= 1 ms: full %.3f ms, steady delta %.3f ms (fork %.3f ms): %s\n", pname,
+		       full_stall, ds_stall, fork_stall, full_stall <= 1 && ds_stall <= 1 ? "met" : "NOT met");
+		printf("# %s target extra memory <= pages written during it: %.1f MiB vs %.1f MiB written: %s\n",
+		       pname, full_extra / 1048576, full_wr / 1048576, full_extra <= full_wr ? "met" : "NOT met");
+		printf("# %s target throughput >= 80%% of dd: %.0f%%: %s\n", pname, full_pct,
+		       full_pct >= 80 ? "met" : "NOT met");
+		printf("# %s target delta(1%%) <= 5%% of full: %.1f%%: %s\n", pname, 100 * d1_secs / full_secs,
+		       d1_secs <= 0.05 * full_secs ? "met" : "NOT met");
+		cmp_fail += 0;
+
+		atomic_store(&p.quit, 1);
+		pthread_join(th, NULL);
+		mmk_ckpt_destroy(c);
+		char cmd[800];
+		snprintf(cmd, sizeof cmd, "rm -rf '%s'", cdir);
+		(void)!system(cmd);
+		munmap(p.mem, g_size);
+		free(p.touched);
+	}
+	rmdir(g_dir);
+	bench_progress("");
+	return 0;
+}

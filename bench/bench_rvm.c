@@ -384,6 +384,12 @@ static void fmt_ratio(char *b, size_t n, const result *a, const result *x, const
 		snprintf(b, n, "%.2f", a->txs / x->txs);
 }
 
+/* bytes mmkit itself wrote (log + data, truncations included) per commit */
+static double own_bytes(const mmk_rvm_stats *st)
+{
+	return st->commits ? (double)(st->log_bytes + st->data_bytes) / (double)st->commits : 0;
+}
+
 int main(int argc, char **argv)
 {
 	bench_mode mode = bench_parse_mode(argc, argv);
@@ -418,11 +424,13 @@ int main(int argc, char **argv)
 	static const char *ref_sqlite[] = { "25k", "7.4k", "946" };
 	printf("K,paged_tx_s,explicit_tx_s,lmdb_tx_s,sqlite_tx_s,paged/lmdb,explicit/lmdb,"
 	       "paged/sqlite,explicit/sqlite,paged_B_tx,explicit_B_tx,lmdb_B_tx,sqlite_B_tx,"
-	       "target(2x lmdb and >= sqlite),notes_lmdb_tx_s,notes_sqlite_tx_s\n");
+	       "paged_own_B_tx,explicit_own_B_tx,target(2x lmdb and >= sqlite),notes_lmdb_tx_s,"
+	       "notes_sqlite_tx_s\n");
 	for (int i = 0; i < 3; i++) {
 		int k = ks[i];
-		result pg = run_rvm(MMK_RVM_PAGED, MMK_RVM_FLUSH, k, NULL);
-		result ex = run_rvm(MMK_RVM_EXPLICIT, MMK_RVM_FLUSH, k, NULL);
+		mmk_rvm_stats pst = { 0 }, est = { 0 };
+		result pg = run_rvm(MMK_RVM_PAGED, MMK_RVM_FLUSH, k, &pst);
+		result ex = run_rvm(MMK_RVM_EXPLICIT, MMK_RVM_FLUSH, k, &est);
 		result l = { 0 }, s = { 0 };
 		if (!lmdb_why)
 			l = measure(&lm, k);
@@ -447,12 +455,12 @@ int main(int argc, char **argv)
 			bool em = ex.ok && ex.txs >= 2 * l.txs && ex.txs >= s.txs;
 			met = pm && em ? "both modes" : em ? "explicit only" : pm ? "paged only" : "no";
 		}
-		printf("%d,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n", k, c[0], c[1], c[2],
-		       c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11], met, ref_lmdb[i],
-		       ref_sqlite[i]);
+		printf("%d,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%.0f,%.0f,%s,%s,%s\n", k, c[0], c[1],
+		       c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11],
+		       own_bytes(&pst), own_bytes(&est), met, ref_lmdb[i], ref_sqlite[i]);
 		fflush(stdout);
 	}
-	printf("\nK,mode,commit,tx_s,target_tx_s,ratio,log_B_tx,truncates\n");
+	printf("\nK,mode,commit,tx_s,target_tx_s,ratio,own_B_tx,truncates\n");
 	for (unsigned m = 0; m < 2; m++) {
 		mmk_rvm_stats st = { 0 };
 		result r = run_rvm(m == 0 ? MMK_RVM_EXPLICIT : MMK_RVM_PAGED, MMK_RVM_NO_FLUSH, 1,
@@ -462,12 +470,12 @@ int main(int argc, char **argv)
 		if (m == 0 && r.ok)
 			snprintf(q, sizeof q, "%.2f", r.txs / 1e6);
 		printf("1,%s,NO_FLUSH,%s,%s,%s,%.0f,%llu\n", m == 0 ? "explicit" : "paged", t,
-		       m == 0 ? "1000000" : "-", q,
-		       st.commits ? (double)st.log_bytes / (double)st.commits : 0.0,
-		       st.truncates);
+		       m == 0 ? "1000000" : "-", q, own_bytes(&st), st.truncates);
 	}
 	printf("# %zu MiB region, %d-byte records, median of %d runs of %.1f s; tx/s include "
-	       "truncations; B_tx = device bytes written per transaction (whole device)\n",
+	       "truncations; *_B_tx = device bytes written per transaction (whole device: other writers "
+	       "on the machine inflate it); *_own_B_tx = bytes mmkit wrote to its log and data files per "
+	       "transaction (exact)\n",
 	       g_size >> 20, REC, g_reps, g_secs);
 	printf("# notes_*: the peers as measured earlier on this machine class "
 	       "(shared/notes/linux-mechanisms.md)\n");

@@ -9,6 +9,8 @@
  *            recovery and mmk_rvm_check
  *   store.c  open (create, lock, load, recover), checkpoint, close, check
  *   txn.c    begin, set_range, commit, abort, flush
+ *   snapdiff.c  a page's image at the save point (paged commits log only
+ *            the changed bytes)
  *
  * Invariants of an open handle h (no transaction open):
  *   - h->base holds image(data file) + every record of the current log
@@ -183,6 +185,9 @@ MMK_HIDDEN void mmk__rvm_apply(const unsigned char *rec, unsigned char *base,
 MMK_HIDDEN int mmk__rvm_pick_header(const unsigned char *p, uint64_t size, rvm_log_hdr *out,
 				    bool *other_valid);
 MMK_HIDDEN bool mmk__rvm_data_hdr_ok(const rvm_data_hdr *d);
+
+/* ---- snapdiff.c ---- */
+MMK_HIDDEN const unsigned char *mmk__rvm_saved_page(mmk_snap *s, const void *addr);
 
 /* ---- store.c ---- */
 MMK_HIDDEN int mmk__rvm_checkpoint(mmk_rvm *h);

@@ -128,12 +128,58 @@ int mmk_rvm_abort(mmk_rvm *h)
 	return 0;
 }
 
+static int add_range(mmk_rvm *h, uint64_t off, uint64_t len)
+{
+	if (h->nranges && h->ranges[h->nranges - 1].off + h->ranges[h->nranges - 1].len == off) {
+		h->ranges[h->nranges - 1].len += len;
+		return 0;
+	}
+	if (reserve((void **)&h->ranges, &h->rcap, h->nranges + 1, sizeof *h->ranges))
+		return -ENOMEM;
+	h->ranges[h->nranges++] = (rvm_range){ off, len, 0 };
+	return 0;
+}
+
+/* Ranges of 8-byte words where page p differs from old; differences closer
+ * than GAP bytes are merged (a range header costs 16 bytes). */
+#define GAP 32
+static int diff_page(mmk_rvm *h, const unsigned char *p, const unsigned char *old)
+{
+	uint64_t base = (uint64_t)(p - h->base);
+	const uint64_t *a = (const uint64_t *)p, *b = (const uint64_t *)old;
+	size_t n = RVM_PAGE / 8, i = 0;
+	long start = -1, last = -1;
+	while (i < n) {
+		if (a[i] != b[i]) {
+			if (start >= 0 && (long)i * 8 - (last + 8) >= GAP) {
+				int rc = add_range(h, base + (uint64_t)start,
+						   (uint64_t)(last + 8 - start));
+				if (rc)
+					return rc;
+				start = -1;
+			}
+			if (start < 0)
+				start = (long)i * 8;
+			last = (long)i * 8;
+		}
+		i++;
+	}
+	if (start >= 0)
+		return add_range(h, base + (uint64_t)start, (uint64_t)(last + 8 - start));
+	return 0;
+}
+
 static int collect(void *addr, size_t len, void *arg)
 {
 	mmk_rvm *h = arg;
-	if (reserve((void **)&h->ranges, &h->rcap, h->nranges + 1, sizeof *h->ranges))
-		return -ENOMEM;
-	h->ranges[h->nranges++] = (rvm_range){ (uintptr_t)addr - (uintptr_t)h->base, len, 0 };
+	unsigned char *p = addr;
+	for (size_t k = 0; k < len; k += RVM_PAGE) {
+		const unsigned char *old = mmk__rvm_saved_page(h->snap, p + k);
+		int rc = old ? diff_page(h, p + k, old)
+			     : add_range(h, (uint64_t)(p + k - h->base), RVM_PAGE);
+		if (rc)
+			return rc;
+	}
 	return 0;
 }
 

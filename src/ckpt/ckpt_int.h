@@ -188,6 +188,7 @@ struct mmk_ckpt {
 	bool need_full;
 	/* periodic */
 	unsigned period_ms, period_flags;
+	bool timer_starting;     /* the worker is starting a periodic checkpoint */
 	_Atomic bool due;
 	/* buffers */
 	char *buf;

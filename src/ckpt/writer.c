@@ -908,6 +908,7 @@ static void *worker(void *arg)
 			if (c->period_flags & MMK_CKPT_SAFEPOINT) {
 				atomic_store(&c->due, true);
 			} else {
+				c->timer_starting = true;
 				pthread_mutex_unlock(&c->lock);
 				if (c->opts.quiesce) {
 					(void)start_quiesced(c, 0);
@@ -917,6 +918,8 @@ static void *worker(void *arg)
 					pthread_mutex_unlock(&c->lock);
 				}
 				pthread_mutex_lock(&c->lock);
+				c->timer_starting = false;
+				pthread_cond_broadcast(&c->done_cv);
 			}
 			continue;
 		}
@@ -953,6 +956,10 @@ int mmk_ckpt_periodic(mmk_ckpt *c, unsigned interval_ms, unsigned flags)
 	c->period_flags = flags;
 	atomic_store(&c->due, false);
 	pthread_cond_broadcast(&c->cv);
+	/* a start the timer already began completes before we return: after
+	 * mmk_ckpt_periodic(c, 0, 0) + mmk_ckpt_wait() nothing is running */
+	while (c->timer_starting)
+		pthread_cond_wait(&c->done_cv, &c->lock);
 	pthread_mutex_unlock(&c->lock);
 	return 0;
 }

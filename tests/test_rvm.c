@@ -259,7 +259,10 @@ static void test_wrap(void **st)
 		uint64_t *v = mmk_rvm_base(r);
 		size_t n = 16 * 4096 / 8, rounds = mmk_test_n(3000, 300);
 		uint64_t s = mmk_test_seed();
-		for (size_t i = 0; i < rounds; i++) {
+		mmk_rvm_stats sts = { 0 };
+		/* at least the scaled count, and until the log wrapped 3 times */
+		for (size_t i = 0; i < rounds || (sts.truncates < 3 && i < 200000); i++) {
+			assert_int_equal(mmk_rvm_stats_get(r, &sts), 0);
 			assert_int_equal(mmk_rvm_begin(r, 0), 0);
 			for (int k = 0; k < 3; k++) {
 				size_t j = mmk_test_rand(&s) % n;
@@ -285,7 +288,6 @@ static void test_wrap(void **st)
 			assert_int_equal(mmk_rvm_commit(r, 0), -ENOSPC);
 			assert_int_equal(v[0], keep);
 		}
-		mmk_rvm_stats sts;
 		assert_int_equal(mmk_rvm_stats_get(r, &sts), 0);
 		assert_true(sts.truncates > 2);
 		uint64_t *copy = malloc(16 * 4096);

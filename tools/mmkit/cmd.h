@@ -19,6 +19,7 @@ int mmk_cmd_features(int argc, char **argv);
 int mmk_cmd_prof(int argc, char **argv);
 int mmk_cmd_work(int argc, char **argv);
 int mmk_cmd_rvm(int argc, char **argv);
+int mmk_cmd_ckpt(int argc, char **argv);
 
 /* Print "mmkit: <what>: <mmk_strerror(err)>" to stderr; returns 1. */
 int mmk_tool_fail(const char *what, int err);

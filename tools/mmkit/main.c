@@ -11,6 +11,7 @@ static const mmk_cmd commands[] = {
 	{ "prof", mmk_cmd_prof, "page-fault and CPU profiler: daemon, monitor, run, plots, case studies" },
 	{ "work", mmk_cmd_work, "synthetic memory workload for the profiler case studies" },
 	{ "rvm", mmk_cmd_rvm, "recoverable memory stores: check, recover, dump" },
+	{ "ckpt", mmk_cmd_ckpt, "checkpoint images: info, verify, compact (and write/restore a demo)" },
 };
 
 int mmk_tool_fail(const char *what, int err)

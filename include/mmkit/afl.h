@@ -380,6 +380,7 @@ MMK_AFL__FN(void, mmk_afl__end, (mmk_afl__cfg *c))
 {
 	mmk_afl__live *l = c->live;
 	c->live = NULL;
+	c->checked_env = 0; /* the next loop looks at MMK_AFL_RESET again */
 	mmk_snap_destroy(l->snap);
 	munmap(l, sizeof *l);
 }
@@ -424,8 +425,12 @@ MMK_AFL__FN(int, mmk_afl__step, (unsigned n, mmk_afl_loop_fn loop))
 		c->off = e && e[0] == '0';
 		c->checked_env = 1;
 	}
-	if (c->off)
-		return loop(n);
+	if (c->off) {
+		int r = loop(n);
+		if (!r)
+			c->checked_env = 0; /* the next loop looks again */
+		return r;
+	}
 	if (c->live) {
 		mmk_afl__reset(c);
 		if (++c->live->iter >= n) {

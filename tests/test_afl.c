@@ -1,0 +1,258 @@
+/*
+ * tests/test_afl.c - the AFL++ harness layer (mmkit/afl.h) without AFL++:
+ * MMK_AFL_LOOP_WITH over a stand-in for AFL++'s loop function.  Checks that
+ * every iteration starts from the memory of the first one (globals, static
+ * locals, heap), that the loop runs exactly n inputs and ends without
+ * calling the loop function again, that preserved ranges and excluded
+ * buffers survive resets while their neighbours do not, that reset hooks
+ * run, that MMK_AFL_RESET=0 turns the reset off, and that a crash in an
+ * input still kills the process with its signal.
+ * Loop bodies only record into stack variables (the stack is never reset);
+ * assertions come after the loop.
+ */
+#include <mmkit/afl.h>
+
+#include <signal.h>
+#include <sys/wait.h>
+
+#include "test_util.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define HEAP_RESET 0 /* process scope skips the sanitizer's heap */
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define HEAP_RESET 0
+#endif
+#endif
+#ifndef HEAP_RESET
+#define HEAP_RESET 1
+#endif
+
+/* the stand-in for __afl_persistent_loop: its call count lives in shared
+ * memory (a reset does not roll it back); returns 1 while inputs remain */
+static unsigned long *calls, *inputs_left;
+
+static int fake_loop(unsigned n)
+{
+	(void)n;
+	++*calls;
+	if (*inputs_left == 0)
+		return 0;
+	--*inputs_left;
+	return 1;
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	if (!calls) {
+		unsigned long *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED)
+			return -1;
+		calls = p;
+		inputs_left = p + 1;
+	}
+	*calls = 0;
+	*inputs_left = ~0ul;
+	return 0;
+}
+
+static int g_counter;
+static char g_table[3 * 4096];
+static char *g_list;
+
+static int touch_state(unsigned long it)
+{
+	static int s_local;
+	int seen_dirty = g_counter != 0 || s_local != 0 || g_table[4096] != 0 || g_list != NULL;
+	g_counter += (int)it + 1;
+	s_local++;
+	memset(g_table, (int)(it & 0x7f) + 1, sizeof g_table);
+	char *p = malloc(100 + it * 64); /* leaked on purpose */
+	if (p) {
+		p[0] = 'x';
+		g_list = p;
+	}
+	return seen_dirty;
+}
+
+static void loop_resets_everything(void **state)
+{
+	(void)state;
+	unsigned long it = 0, dirty = 0;
+	void *heap_top = NULL;
+	int heap_moved = 0;
+	const unsigned n = 200;
+	while (MMK_AFL_LOOP_WITH(n, fake_loop)) {
+		if (it == 0)
+			heap_top = sbrk(0);
+		else if (sbrk(0) != heap_top)
+			heap_moved++;
+		dirty += (unsigned long)touch_state(it);
+		it++;
+	}
+	assert_int_equal(it, n);
+	/* the loop function: first pass + one call per further input; the
+	 * n-th input ends the loop without asking it again */
+	assert_int_equal(*calls, n);
+	assert_int_equal(dirty, 0);
+	if (HEAP_RESET)
+		assert_int_equal(heap_moved, 0);
+	/* after the loop, memory is as before the first input */
+	assert_int_equal(g_counter, 0);
+	assert_null(g_list);
+	assert_int_equal(g_table[0], 0);
+	assert_null(mmk_afl_snap());
+}
+
+static void loop_ends_when_loop_function_says_so(void **state)
+{
+	(void)state;
+	*inputs_left = 3;
+	unsigned long it = 0, dirty = 0;
+	while (MMK_AFL_LOOP_WITH(1000, fake_loop)) {
+		dirty += (unsigned long)touch_state(it);
+		it++;
+	}
+	assert_int_equal(it, 3);
+	assert_int_equal(*calls, 4);
+	assert_int_equal(dirty, 0);
+	assert_int_equal(g_counter, 0);
+}
+
+static void loop_n1_runs_once(void **state)
+{
+	(void)state;
+	unsigned long it = 0;
+	while (MMK_AFL_LOOP_WITH(1, fake_loop)) {
+		touch_state(it);
+		it++;
+	}
+	assert_int_equal(it, 1);
+	assert_int_equal(*calls, 1);
+	assert_int_equal(g_counter, 0);
+}
+
+static unsigned long kept_sum;
+static int not_kept;
+static char big[8 * 4096] __attribute__((aligned(4096)));
+static char near_big; /* shares no page with big's interior */
+static void hook(void *arg)
+{
+	++*(unsigned long *)arg;
+}
+
+static void preserve_exclude_and_hooks(void **state)
+{
+	(void)state;
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		/* configuration is per process (before the first loop runs) */
+		unsigned long hooks = 0;
+		if (mmk_afl_preserve(&kept_sum, sizeof kept_sum) != 0 || mmk_afl_on_reset(hook, &hooks) != 0 ||
+		    mmk_afl_exclude(big + 100, sizeof big - 200) != 0)
+			_exit(10);
+		if (mmk_afl_preserve(&kept_sum, 0) != -EINVAL)
+			_exit(11);
+		unsigned long it = 0, bad = 0;
+		const unsigned n = 50;
+		while (MMK_AFL_LOOP_WITH(n, fake_loop)) {
+			if (kept_sum != it * (it + 1) / 2)
+				bad |= 1; /* preserved: accumulates */
+			if (not_kept != 0 || near_big != 0)
+				bad |= 2; /* reset */
+			if (big[4096 * 3] != (char)it)
+				bad |= 4; /* excluded interior: keeps the last value */
+			if (big[10] != 0)
+				bad |= 8; /* partial first page: still tracked */
+			if (it > 0 && hooks != it)
+				bad |= 16;
+			kept_sum += it + 1;
+			not_kept += 5;
+			near_big = 1;
+			big[4096 * 3] = (char)(it + 1);
+			big[10] = 1;
+			it++;
+			if (mmk_afl_iterations() != it - 1)
+				bad |= 32;
+		}
+		if (mmk_afl_preserve(&not_kept, 4) != 0) /* not running any more */
+			bad |= 64;
+		_exit(bad == 0 && it == n && hooks == n ? 0 : 20 + (int)bad);
+	}
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+static void reset_off_by_environment(void **state)
+{
+	(void)state;
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		setenv("MMK_AFL_RESET", "0", 1);
+		*inputs_left = 5;
+		unsigned long it = 0, dirty = 0;
+		while (MMK_AFL_LOOP_WITH(1000, fake_loop)) {
+			dirty += (unsigned long)touch_state(it);
+			it++;
+		}
+		/* no reset: the loop function decides, state leaks */
+		_exit(it == 5 && dirty == 4 && mmk_afl_snap() == NULL ? 0 : 1);
+	}
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+static volatile int *volatile bad_ptr; /* NULL: a write faults */
+
+static void crash_is_not_swallowed(void **state)
+{
+	(void)state;
+	static const int sigs[] = { SIGSEGV, SIGABRT, SIGBUS };
+	for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) {
+		pid_t pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			/* as in a fuzzing target: default dispositions (cmocka
+			 * catches crash signals in its own process) */
+			for (size_t k = 0; k < sizeof sigs / sizeof *sigs; k++)
+				signal(sigs[k], SIG_DFL);
+			unsigned long it = 0;
+			while (MMK_AFL_LOOP_WITH(100, fake_loop)) {
+				touch_state(it);
+				if (it++ == 3) { /* after some resets */
+					if (sigs[i] == SIGSEGV)
+						*bad_ptr = 1;
+					else if (sigs[i] == SIGABRT)
+						abort();
+					else
+						raise(SIGBUS);
+				}
+			}
+			_exit(0);
+		}
+		int st;
+		assert_int_equal(waitpid(pid, &st, 0), pid);
+		assert_true(WIFSIGNALED(st));
+		assert_int_equal(WTERMSIG(st), sigs[i]);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup(loop_resets_everything, setup),
+		cmocka_unit_test_setup(loop_ends_when_loop_function_says_so, setup),
+		cmocka_unit_test_setup(loop_n1_runs_once, setup),
+		cmocka_unit_test_setup(preserve_exclude_and_hooks, setup),
+		cmocka_unit_test_setup(reset_off_by_environment, setup),
+		cmocka_unit_test_setup(crash_is_not_swallowed, setup),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

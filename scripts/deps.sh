@@ -9,7 +9,7 @@ declare -A PKGS=(
   [build]="cmake make gcc libc6-dev pkg-config scdoc"
   [test]="libcmocka-dev gnuplot-nox"
   [asan]="libcmocka-dev"
-  [bench]="gnuplot-nox sysstat linux-perf liblmdb-dev libsqlite3-dev"
+  [bench]="gnuplot-nox sysstat linux-perf liblmdb-dev libsqlite3-dev afl++ clang"
   [kernels]="libcmocka-dev qemu-system-x86 busybox-static cpio"
 )
 

@@ -56,3 +56,9 @@ clean:
 case-studies: deps-bench build
 	$(BUILD)/mmkit prof case-study 1 --out $(BUILD)/case-studies
 	$(BUILD)/mmkit prof case-study 2 --out $(BUILD)/case-studies
+
+# Seed 004 (recoverable memory): long crash soak of mmk_rvm (SIGKILL, simulated
+# power cuts, EIO), MINUTES=10 by default; prints the seed of any failure.
+.PHONY: soak-rvm
+soak-rvm: deps-test build
+	bench/rvm_soak.sh $(BUILD) $${MINUTES:-10}

@@ -83,37 +83,45 @@ typedef struct sut {
 	void *ctx;
 } sut;
 
-static result measure(const sut *s, int k)
+/* One timed run of s at k updates per transaction, accumulated into r
+ * (tx[], bytes[]); r->ok false on error. */
+static void measure_one(const sut *s, int k, result *r, double *tx, double *by, int rep)
 {
-	double tx[16], by[16];
-	result r = { .ok = true };
-	for (int rep = 0; rep < g_reps; rep++) {
-		long long s0 = dev_sectors();
-		double t0 = bench_now(), t;
-		long n = 0;
-		do {
-			for (int i = 0; i < 16; i++, n++)
-				if (s->tx(s->ctx, k)) {
-					r.ok = false;
-					r.why = "error";
-					return r;
-				}
-			t = bench_now();
-		} while (t - t0 < g_secs);
-		if (s->finish && s->finish(s->ctx)) {
-			r.ok = false;
-			r.why = "error";
-			return r;
-		}
+	long long s0 = dev_sectors();
+	double t0 = bench_now(), t;
+	long n = 0;
+	do {
+		for (int i = 0; i < 16; i++, n++)
+			if (s->tx(s->ctx, k)) {
+				r->ok = false;
+				r->why = "error";
+				return;
+			}
 		t = bench_now();
-		long long s1 = dev_sectors();
-		tx[rep] = (double)n / (t - t0);
-		by[rep] = s0 >= 0 && s1 >= 0 ? (double)(s1 - s0) * 512.0 / (double)n : -1;
-		bench_progress("%s K=%d rep %d: %.0f tx/s", s->name, k, rep, tx[rep]);
+	} while (t - t0 < g_secs);
+	if (s->finish && s->finish(s->ctx)) {
+		r->ok = false;
+		r->why = "error";
+		return;
 	}
-	r.txs = bench_median(tx, g_reps);
-	r.bytes = bench_median(by, g_reps);
-	return r;
+	t = bench_now();
+	long long s1 = dev_sectors();
+	tx[rep] = (double)n / (t - t0);
+	by[rep] = s0 >= 0 && s1 >= 0 ? (double)(s1 - s0) * 512.0 / (double)n : -1;
+	bench_progress("%s K=%d rep %d: %.0f tx/s", s->name, k, rep, tx[rep]);
+}
+
+typedef struct acc {
+	result r;
+	double tx[16], by[16];
+} acc;
+
+static void acc_finish(acc *a)
+{
+	if (a->r.ok) {
+		a->r.txs = bench_median(a->tx, g_reps);
+		a->r.bytes = bench_median(a->by, g_reps);
+	}
 }
 
 /* ---- mmkit -------------------------------------------------------------------- */
@@ -171,25 +179,30 @@ static int rvm_populate(void)
 	return rc ? rc : rc2;
 }
 
-static result run_rvm(unsigned mode, unsigned flags, int k, mmk_rvm_stats *st_out)
+/* one timed run of mmk_rvm (opened and closed around it, untimed) */
+static void run_rvm(unsigned mode, unsigned flags, int k, acc *a, int rep, mmk_rvm_stats *sum)
 {
 	rvm_ctx c = { .mode = mode, .flags = flags };
 	mmk_rvm_opts o = { .mode = mode };
-	result res = { 0 };
 	int rc = mmk_rvm_open(&c.r, rvm_path, g_size, &o);
 	if (rc) {
 		fprintf(stderr, "bench_rvm: open: %s\n", mmk_strerror(rc));
-		res.why = "open failed";
-		return res;
+		a->r.ok = false;
+		a->r.why = "open failed";
+		return;
 	}
 	c.base = mmk_rvm_base(c.r);
 	sut s = { mode == MMK_RVM_PAGED ? "mmkit-paged" : "mmkit-explicit", rvm_tx,
 		  flags == MMK_RVM_NO_FLUSH ? rvm_finish : NULL, &c };
-	res = measure(&s, k);
-	if (st_out)
-		mmk_rvm_stats_get(c.r, st_out);
+	measure_one(&s, k, &a->r, a->tx, a->by, rep);
+	mmk_rvm_stats st;
+	if (sum && !mmk_rvm_stats_get(c.r, &st)) {
+		sum->commits += st.commits;
+		sum->log_bytes += st.log_bytes;
+		sum->data_bytes += st.data_bytes;
+		sum->truncates += st.truncates;
+	}
 	mmk_rvm_close(c.r);
-	return res;
 }
 
 /* ---- LMDB (dlopen) --------------------------------------------------------- */
@@ -429,13 +442,22 @@ int main(int argc, char **argv)
 	for (int i = 0; i < 3; i++) {
 		int k = ks[i];
 		mmk_rvm_stats pst = { 0 }, est = { 0 };
-		result pg = run_rvm(MMK_RVM_PAGED, MMK_RVM_FLUSH, k, &pst);
-		result ex = run_rvm(MMK_RVM_EXPLICIT, MMK_RVM_FLUSH, k, &est);
-		result l = { 0 }, s = { 0 };
-		if (!lmdb_why)
-			l = measure(&lm, k);
-		if (!sqlite_why)
-			s = measure(&sq, k);
+		acc pa = { .r.ok = true }, ea = { .r.ok = true }, la = { .r.ok = true },
+		    sa = { .r.ok = true };
+		/* round robin, so that every system sees the same machine load */
+		for (int rep = 0; rep < g_reps; rep++) {
+			run_rvm(MMK_RVM_PAGED, MMK_RVM_FLUSH, k, &pa, rep, &pst);
+			run_rvm(MMK_RVM_EXPLICIT, MMK_RVM_FLUSH, k, &ea, rep, &est);
+			if (!lmdb_why && la.r.ok)
+				measure_one(&lm, k, &la.r, la.tx, la.by, rep);
+			if (!sqlite_why && sa.r.ok)
+				measure_one(&sq, k, &sa.r, sa.tx, sa.by, rep);
+		}
+		acc_finish(&pa);
+		acc_finish(&ea);
+		acc_finish(&la);
+		acc_finish(&sa);
+		result pg = pa.r, ex = ea.r, l = la.r, s = sa.r;
 		char c[14][64];
 		fmt_txs(c[0], 64, &pg, NULL);
 		fmt_txs(c[1], 64, &ex, NULL);
@@ -463,8 +485,12 @@ int main(int argc, char **argv)
 	printf("\nK,mode,commit,tx_s,target_tx_s,ratio,own_B_tx,truncates\n");
 	for (unsigned m = 0; m < 2; m++) {
 		mmk_rvm_stats st = { 0 };
-		result r = run_rvm(m == 0 ? MMK_RVM_EXPLICIT : MMK_RVM_PAGED, MMK_RVM_NO_FLUSH, 1,
-				   &st);
+		acc a = { .r.ok = true };
+		for (int rep = 0; rep < g_reps; rep++)
+			run_rvm(m == 0 ? MMK_RVM_EXPLICIT : MMK_RVM_PAGED, MMK_RVM_NO_FLUSH, 1, &a, rep,
+				&st);
+		acc_finish(&a);
+		result r = a.r;
 		char t[64], q[64] = "-";
 		fmt_txs(t, sizeof t, &r, NULL);
 		if (m == 0 && r.ok)

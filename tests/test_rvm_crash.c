@@ -225,9 +225,9 @@ static mmk_snap_backend pick_backend(uint64_t *s, unsigned mode)
 	const mmk_features *f = mmk_features_get();
 	for (;;) {
 		mmk_snap_backend b = bes[mmk_test_rand(s) % 4];
-		if (b == MMK_SNAP_ASYNC && !(f->uffd_wp_async && f->pagemap_scan))
+		if (b == MMK_SNAP_ASYNC && !(f->uffd && f->uffd_wp_async && f->pagemap_scan))
 			continue;
-		if (b == MMK_SNAP_LAZY && !f->uffd_wp)
+		if (b == MMK_SNAP_LAZY && !(f->uffd && f->uffd_wp && f->uffd_sigbus))
 			continue;
 		return b;
 	}

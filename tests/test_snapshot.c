@@ -656,6 +656,8 @@ static void test_process_nested(void **state)
 
 /* mappings created after the save are unmapped by the restore; tracked
  * mappings unmapped after the save come back with their contents */
+static char g_big[64 * PG] __attribute__((aligned(4096)));
+
 static void process_mappings_child(void)
 {
 	mmk_snap *s;
@@ -664,6 +666,10 @@ static void process_mappings_child(void)
 	memset(keep, 'k', 16 * PG);
 	char *big = mmap(NULL, 96UL << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	big[5 * PG] = 'b';
+	/* exclusion cuts pages, not whole mappings: g_big's page 3 survives
+	 * restores, the rest of .bss (g_counter's neighbours, g_big's other
+	 * pages) is rolled back */
+	assert_int_equal(mmk_snap_exclude(s, g_big + 3 * PG, PG), 0);
 	assert_int_equal(mmk_snap_add_process(s), 0);
 	mmk_snap_stats st;
 	mmk_snap_stats_get(s, &st);
@@ -673,11 +679,17 @@ static void process_mappings_child(void)
 	char *fresh = mmap(NULL, 8 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	fresh[0] = 1;
 	munmap(keep, 16 * PG);
+	g_big[3 * PG] = 'e';
+	g_big[4 * PG] = 'r';
+	g_big[2 * PG] = 'r';
 	big[5 * PG] = 'c';
 	assert_int_equal(mmk_snap_restore(s), 0);
 	for (int i = 0; i < 16 * PG; i++)
 		assert_int_equal(keep[i], 'k');
 	assert_int_equal(big[5 * PG], 'b');
+	assert_int_equal(g_big[3 * PG], 'e'); /* excluded */
+	assert_int_equal(g_big[4 * PG], 0);
+	assert_int_equal(g_big[2 * PG], 0);
 	/* `fresh` is gone: mincore on an unmapped range fails with ENOMEM */
 	unsigned char vec[8];
 	assert_int_equal(mincore(fresh, 8 * PG, vec), -1);

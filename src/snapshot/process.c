@@ -42,9 +42,18 @@ static int read_statm(mmk_snap *s, unsigned long v[2])
 	if (n <= 0)
 		return n < 0 ? -errno : -EIO;
 	buf[n] = 0;
+	/* seven decimal fields; parsed by hand (sscanf costs more than the
+	 * system call) */
 	unsigned long f[6] = { 0 };
-	if (sscanf(buf, "%lu %lu %lu %lu %lu %lu", &f[0], &f[1], &f[2], &f[3], &f[4], &f[5]) != 6)
-		return -EIO;
+	const char *p = buf;
+	for (int i = 0; i < 6; i++) {
+		while (*p == ' ')
+			p++;
+		if (*p < '0' || *p > '9')
+			return -EIO;
+		while (*p >= '0' && *p <= '9')
+			f[i] = f[i] * 10 + (unsigned long)(*p++ - '0');
+	}
 	/* total virtual size and data + stack, less mmkit's own mappings
 	 * (the engine maps and unmaps shadows and page stores itself) */
 	size_t self = mmk__self_pages();
@@ -118,14 +127,6 @@ static size_t thread_sps(uintptr_t *sp, size_t max)
 
 /* ---- candidates ---------------------------------------------------------------------------- */
 
-static bool excluded(const mmk_snap *s, uintptr_t a, uintptr_t b)
-{
-	for (size_t i = 0; i < s->nexcl; i++)
-		if (a < s->excl[i].end && b > s->excl[i].start)
-			return true;
-	return false;
-}
-
 static bool own_region(const mmk_snap *s, uintptr_t a, uintptr_t b)
 {
 	for (size_t i = 0; i < s->nregions; i++)
@@ -141,13 +142,43 @@ struct pieces {
 	int err;
 };
 
-/* keep a piece unless excluded or another object's */
+static int keep_piece(uintptr_t a, uintptr_t b, void *arg);
+
+/* [a, b) less the excluded ranges, piece by piece (page-granular: the rest
+ * of a mapping that is partly excluded stays tracked) */
+static int without_excluded(mmk_snap *s, uintptr_t a, uintptr_t b, void *arg)
+{
+	while (a < b) {
+		/* the excluded range that starts first among those ending after a */
+		uintptr_t es = b, ee = b;
+		for (size_t i = 0; i < s->nexcl; i++)
+			if (s->excl[i].end > a && s->excl[i].start < b && s->excl[i].start < es) {
+				es = s->excl[i].start;
+				ee = s->excl[i].end;
+			}
+		if (es > a) {
+			int rc = keep_piece(a, es, arg);
+			if (rc)
+				return rc;
+		}
+		if (es >= b)
+			break;
+		a = ee > a ? ee : a + MMK__PAGE;
+	}
+	return 0;
+}
+
+static int self_piece(uintptr_t a, uintptr_t b, void *arg)
+{
+	struct pieces *p = arg;
+	return without_excluded(p->s, a, b, arg);
+}
+
+/* keep a piece unless another object tracks it */
 static int keep_piece(uintptr_t a, uintptr_t b, void *arg)
 {
 	struct pieces *p = arg;
 	mmk_snap *s = p->s;
-	if (excluded(s, a, b))
-		return 0; /* (a partially excluded mapping is dropped whole) */
 	if (!own_region(s, a, b) && mmk__snap_overlaps(a, b))
 		return 0; /* tracked by another object: leave it to that one */
 	mmk__map piece = p->m;
@@ -185,8 +216,9 @@ static int read_candidates(mmk_snap *s)
 		if (!mmk__map_is_snapshot_candidate(m) || !(m->prot & PROT_READ))
 			continue;
 		p.m = *m;
-		/* the kernel may have merged mmkit's memory into a neighbour */
-		mmk__self_subtract(m->start, m->end, keep_piece, &p);
+		/* the kernel may have merged mmkit's memory into a neighbour;
+		 * exclusions cut pages out of a mapping */
+		mmk__self_subtract(m->start, m->end, self_piece, &p);
 	}
 	s->cand = p.out;
 	s->rescans++;

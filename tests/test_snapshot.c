@@ -103,7 +103,7 @@ static void differential(mmk_snap_backend b, size_t iterations)
 		if (b != MMK_SNAP_AUTO)
 			assert_string_equal(st.backend, mmk_snap_backend_name(b));
 		model m = { .len = len };
-		bool dontneed = b != MMK_SNAP_LAZY;
+		bool dontneed = b != MMK_SNAP_LAZY && b != MMK_SNAP_MPROTECT;
 		size_t iters = mmk_test_n(iterations, 50);
 		for (size_t it = 0; it < iters; it++) {
 			int op = (int)(mmk_test_rand(&seed) % 10);
@@ -158,6 +158,11 @@ static void test_diff_lazy(void **state)
 {
 	(void)state;
 	differential(MMK_SNAP_LAZY, 3000);
+}
+static void test_diff_mprotect(void **state)
+{
+	(void)state;
+	differential(MMK_SNAP_MPROTECT, 3000);
 }
 static void test_diff_auto(void **state)
 {
@@ -238,6 +243,11 @@ static void test_changed_async(void **state)
 {
 	(void)state;
 	changed_with(MMK_SNAP_ASYNC);
+}
+static void test_changed_mprotect(void **state)
+{
+	(void)state;
+	changed_with(MMK_SNAP_MPROTECT);
 }
 static void test_changed_lazy(void **state)
 {
@@ -491,6 +501,11 @@ static void test_try_async(void **state)
 {
 	(void)state;
 	try_with(MMK_SNAP_ASYNC);
+}
+static void test_try_mprotect(void **state)
+{
+	(void)state;
+	try_with(MMK_SNAP_MPROTECT);
 }
 static void test_try_lazy(void **state)
 {
@@ -799,6 +814,11 @@ static void test_threads_async(void **state)
 	(void)state;
 	threads_with(MMK_SNAP_ASYNC);
 }
+static void test_threads_mprotect(void **state)
+{
+	(void)state;
+	threads_with(MMK_SNAP_MPROTECT);
+}
 static void test_threads_lazy(void **state)
 {
 	(void)state;
@@ -813,12 +833,15 @@ int main(void)
 		cmocka_unit_test(test_diff_copy),
 		cmocka_unit_test(test_diff_async),
 		cmocka_unit_test(test_diff_lazy),
+		cmocka_unit_test(test_diff_mprotect),
 		cmocka_unit_test(test_diff_auto),
 		cmocka_unit_test(test_lazy_memory),
 		cmocka_unit_test(test_adaptive),
 		cmocka_unit_test(test_changed_copy),
 		cmocka_unit_test(test_changed_async),
 		cmocka_unit_test(test_changed_lazy),
+		cmocka_unit_test(test_changed_mprotect),
+		cmocka_unit_test(test_try_mprotect),
 		cmocka_unit_test(test_try_copy),
 		cmocka_unit_test(test_try_async),
 		cmocka_unit_test(test_try_lazy),
@@ -828,6 +851,7 @@ int main(void)
 		cmocka_unit_test(test_exit_with_saved_context),
 		cmocka_unit_test(test_threads_async),
 		cmocka_unit_test(test_threads_lazy),
+		cmocka_unit_test(test_threads_mprotect),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -19,7 +19,7 @@
  * save point) for the tracking backends.
  *
  * Backends (chosen per region; force one with opts.backend or the
- * environment variable MMK_SNAP_BACKEND=copy|async|lazy):
+ * environment variable MMK_SNAP_BACKEND=copy|async|lazy|mprotect):
  *   copy   full copy of the region per save point; for small regions (where
  *          it is fastest), mostly-dirty regions, and any kernel.
  *   async  userfaultfd write-protect in async mode (Linux 6.7+) with the
@@ -35,9 +35,16 @@
  *          region.  Anonymous (and shmem) mappings only.  mmkit installs a
  *          SIGBUS handler and chains to the previous one for faults that
  *          are not its own.
- * Policy (MMK_SNAP_AUTO): regions < 64 KiB -> copy; anonymous regions
- * >= 64 MiB -> lazy; everything else -> async; a backend the kernel lacks
- * falls back along async -> lazy -> copy (file-backed: async -> copy).
+ *   mprotect  the same copy-on-first-write with mprotect(PROT_READ) and
+ *          SIGSEGV, for kernels or users without userfaultfd (any kernel;
+ *          ~2 us a fault; splits the mapping at every written page, so at
+ *          most ~32000 written pages per save point under the default
+ *          vm.max_map_count).  Explicit regions only.
+ * Policy (MMK_SNAP_AUTO): explicit regions < 64 KiB -> copy; anonymous
+ * regions >= 64 MiB (not the heap) -> lazy; everything else -> async; a
+ * backend the kernel lacks falls back along async -> lazy -> mprotect
+ * (explicit regions) -> copy.  After that each region follows its observed
+ * dirty pages (see snap.c, "adaptive policy").
  *
  * Process scope (mmk_snap_add_process).  Tracks every private writable
  * mapping - heap, anonymous mmaps, .data/.bss of the program and of every
@@ -98,6 +105,7 @@ typedef enum mmk_snap_backend {
 	MMK_SNAP_COPY = 1,
 	MMK_SNAP_ASYNC = 2,
 	MMK_SNAP_LAZY = 3,
+	MMK_SNAP_MPROTECT = 4,
 } mmk_snap_backend;
 
 enum {
@@ -170,7 +178,7 @@ typedef struct mmk_snap_stats {
 	size_t pages_tracked;    /* pages in tracked regions */
 	size_t pages_dirtied;    /* pages restored or saved by the last restore/save */
 	size_t bytes_held;       /* memory held for save points (shadows, copies) */
-	size_t regions_by_backend[4]; /* index = mmk_snap_backend */
+	size_t regions_by_backend[5]; /* index = mmk_snap_backend */
 	unsigned long long saves, restores, rescans;
 	const char *backend;     /* "copy", "async", "lazy" or "mixed" */
 } mmk_snap_stats;

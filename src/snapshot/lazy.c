@@ -16,7 +16,8 @@
  * mmkit's; SIG_DFL/SIG_IGN there means the default action (the fault is
  * re-raised with the default disposition).
  * Anonymous and shmem mappings only (the kernel refuses sync WP on private
- * file mappings).  Without UFFD_FEATURE_WP_UNPOPULATED, untouched pages are
+ * file mappings).  The mprotect backend at the end of this file reuses all
+ * of it with mprotect + SIGSEGV as the protection mechanism.  Without UFFD_FEATURE_WP_UNPOPULATED, untouched pages are
  * read-populated first so that the protection covers them.
  */
 #include "snapshot/snap.h"
@@ -34,24 +35,67 @@ static int ensure_uffd(mmk_snap *s)
 	return mmk__snap_uffd(&s->uffd_lazy, UFFD_FEATURE_SIGBUS);
 }
 
-/* ---- the SIGBUS handler ---------------------------------------------------------- */
+/* ---- fault handling ------------------------------------------------------------------
+ * Two fault sources share this code: userfaultfd WP faults delivered as
+ * SIGBUS (BUS_ADRERR) for lazy regions, and access faults on pages made
+ * read-only with mprotect (SIGSEGV, SEGV_ACCERR) for mprotect regions. */
 
-static mmk__region *find_lazy(uintptr_t a)
+enum { K_BUS = 0, K_SEGV = 1 };
+
+static bool is_mprot(const mmk__region *r)
+{
+	return r->be == &mmk__be_mprotect;
+}
+
+static mmk__region *find_region(uintptr_t a, int kind)
 {
 	mmk__state *st = mmk__st();
 	size_t n = atomic_load(&st->snap_nregions);
 	for (size_t i = 0; i < n; i++) {
 		mmk__region *r = atomic_load(&st->snap_regions[i]);
-		if (r && r->be == &mmk__be_lazy && a >= r->start && a < r->end)
+		if (r && a >= r->start && a < r->end &&
+		    ((kind == K_BUS && r->be == &mmk__be_lazy) || (kind == K_SEGV && is_mprot(r))))
 			return r;
 	}
 	return NULL;
 }
 
+/* AS-safe: (un)protect [a, a+len) of r with the region's mechanism */
+static int set_protection(mmk__region *r, uintptr_t a, size_t len, bool protect)
+{
+	if (is_mprot(r))
+		return mprotect((void *)a, len, protect ? (int)(r->prot & ~PROT_WRITE) : (int)r->prot) < 0
+			       ? -errno
+			       : 0;
+	return mmk__uffd_wp(&r->owner->uffd_lazy, a, len, protect);
+}
+
+bool mmk__lazy_fault(int sig, siginfo_t *si)
+{
+	int kind = sig == SIGBUS ? K_BUS : K_SEGV;
+	if ((kind == K_BUS && si->si_code != BUS_ADRERR) || (kind == K_SEGV && si->si_code != SEGV_ACCERR))
+		return false;
+	uintptr_t a = (uintptr_t)si->si_addr;
+	mmk__region *r = find_region(a, kind);
+	if (!r)
+		return false;
+	mmk_snap *s = r->owner;
+	uintptr_t page = MMK__PAGE_DOWN(a);
+	size_t i = (page - r->start) / MMK__PAGE;
+	if (kind == K_SEGV && mmk__pstore_has(&r->levels[0], i))
+		return false; /* already writable: a real access fault */
+	if (s->depth >= 1 && r->birth <= s->depth && r->levels[s->depth].area)
+		mmk__pstore_put(&r->levels[s->depth], i, (void *)page);
+	mmk__pstore_add(&r->levels[0], i);
+	/* cannot unprotect: not a state we can continue from; treat it as a
+	 * foreign fault */
+	return set_protection(r, page, MMK__PAGE, false) == 0;
+}
+
 static void chain(int sig, siginfo_t *si, void *uc)
 {
 	mmk__try_crash(sig); /* does not return if a mmk_try takes it */
-	struct sigaction *old = &mmk__st()->snap_old_sigbus;
+	struct sigaction *old = &mmk__st()->snap_old_action[sig == SIGBUS ? K_BUS : K_SEGV];
 	if (old->sa_flags & SA_SIGINFO) {
 		if (old->sa_sigaction) {
 			old->sa_sigaction(sig, si, uc);
@@ -65,55 +109,50 @@ static void chain(int sig, siginfo_t *si, void *uc)
 	signal(sig, SIG_DFL);
 }
 
-static void on_sigbus(int sig, siginfo_t *si, void *uc)
+static void on_fault(int sig, siginfo_t *si, void *uc)
 {
 	int saved_errno = errno;
-	uintptr_t a = (uintptr_t)si->si_addr;
-	mmk__region *r = si->si_code == BUS_ADRERR ? find_lazy(a) : NULL;
-	if (!r) {
+	if (!mmk__lazy_fault(sig, si))
 		chain(sig, si, uc);
-		errno = saved_errno;
-		return;
-	}
-	mmk_snap *s = r->owner;
-	uintptr_t page = MMK__PAGE_DOWN(a);
-	size_t i = (page - r->start) / MMK__PAGE;
-	if (s->depth >= 1 && r->birth <= s->depth && r->levels[s->depth].area)
-		mmk__pstore_put(&r->levels[s->depth], i, (void *)page);
-	mmk__pstore_add(&r->levels[0], i);
-	if (mmk__uffd_wp(&s->uffd_lazy, page, MMK__PAGE, false) < 0) {
-		/* cannot unprotect: not a state we can continue from */
-		chain(sig, si, uc);
-	}
 	errno = saved_errno;
+}
+
+static int install(int sig)
+{
+	mmk__state *st = mmk__st();
+	int k = sig == SIGBUS ? K_BUS : K_SEGV, rc = 0;
+	pthread_mutex_lock(&st->snap_lock);
+	if (st->snap_installed[k]) {
+		/* Someone may have replaced it since (test frameworks, crash
+		 * reporters): take it back, chaining to theirs. */
+		struct sigaction cur;
+		if (sigaction(sig, NULL, &cur) == 0 &&
+		    (!(cur.sa_flags & SA_SIGINFO) || cur.sa_sigaction != on_fault))
+			st->snap_installed[k] = false;
+	}
+	if (!st->snap_installed[k]) {
+		struct sigaction sa;
+		memset(&sa, 0, sizeof sa);
+		sa.sa_sigaction = on_fault;
+		sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_NODEFER;
+		sigemptyset(&sa.sa_mask);
+		if (sigaction(sig, &sa, &st->snap_old_action[k]) < 0)
+			rc = -errno;
+		else
+			st->snap_installed[k] = true;
+	}
+	pthread_mutex_unlock(&st->snap_lock);
+	return rc;
 }
 
 int mmk__lazy_install_handler(void)
 {
-	mmk__state *st = mmk__st();
-	int rc = 0;
-	pthread_mutex_lock(&st->snap_lock);
-	if (st->snap_handler_installed) {
-		/* Someone may have replaced it since (test frameworks, crash
-		 * reporters): take it back, chaining to theirs. */
-		struct sigaction cur;
-		if (sigaction(SIGBUS, NULL, &cur) == 0 &&
-		    (!(cur.sa_flags & SA_SIGINFO) || cur.sa_sigaction != on_sigbus))
-			st->snap_handler_installed = false;
-	}
-	if (!st->snap_handler_installed) {
-		struct sigaction sa;
-		memset(&sa, 0, sizeof sa);
-		sa.sa_sigaction = on_sigbus;
-		sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_NODEFER;
-		sigemptyset(&sa.sa_mask);
-		if (sigaction(SIGBUS, &sa, &st->snap_old_sigbus) < 0)
-			rc = -errno;
-		else
-			st->snap_handler_installed = true;
-	}
-	pthread_mutex_unlock(&st->snap_lock);
-	return rc;
+	return install(SIGBUS);
+}
+
+int mmk__mprotect_install_handler(void)
+{
+	return install(SIGSEGV);
 }
 
 /* ---- backend ------------------------------------------------------------------------ */
@@ -156,7 +195,7 @@ static void l_detach(mmk_snap *s, mmk__region *r)
 }
 
 /* re-protect the pages written since the last push/restore, in runs */
-static int reprotect(mmk_snap *s, mmk__region *r)
+static int reprotect(mmk__region *r)
 {
 	mmk__pstore *u = &r->levels[0];
 	int rc = 0;
@@ -165,7 +204,7 @@ static int reprotect(mmk_snap *s, mmk__region *r)
 		size_t i = u->idx[k], j = k + 1;
 		while (j < u->n && u->idx[j] == u->idx[j - 1] + 1)
 			j++;
-		int e = mmk__uffd_wp(&s->uffd_lazy, r->start + i * MMK__PAGE, (j - k) * MMK__PAGE, true);
+		int e = set_protection(r, r->start + i * MMK__PAGE, (j - k) * MMK__PAGE, true);
 		if (e < 0 && !rc)
 			rc = e;
 		k = j;
@@ -177,22 +216,24 @@ static int reprotect(mmk_snap *s, mmk__region *r)
 
 static int l_push(mmk_snap *s, mmk__region *r, int nd)
 {
+	(void)s;
 	mmk__pstore *st = mmk__level(r, nd);
 	if (!st)
 		return -ENOMEM;
 	mmk__pstore_clear(st, false);
-	return reprotect(s, r);
+	return reprotect(r);
 }
 
 static int l_restore(mmk_snap *s, mmk__region *r, int d)
 {
+	(void)s;
 	mmk__pstore *st = &r->levels[d];
 	for (size_t k = 0; k < st->n; k++) {
 		size_t i = st->idx[k];
 		mmk__copy((char *)r->start + i * MMK__PAGE, mmk__pstore_page(st, i), MMK__PAGE);
 	}
 	mmk__pstore_clear(st, true);
-	return reprotect(s, r);
+	return reprotect(r);
 }
 
 static int l_drop(mmk_snap *s, mmk__region *r, int d)
@@ -249,6 +290,44 @@ const mmk__backend mmk__be_lazy = {
 	.id = MMK_SNAP_LAZY,
 	.attach = l_attach,
 	.detach = l_detach,
+	.push = l_push,
+	.restore = l_restore,
+	.drop = l_drop,
+	.changed = l_changed,
+	.bytes = l_bytes,
+};
+
+/* ---- the mprotect backend ---------------------------------------------------------------
+ * The same copy-on-first-write as lazy, for kernels (or users) without
+ * userfaultfd: pages are made read-only with mprotect and the first write
+ * raises SIGSEGV (SEGV_ACCERR), handled here.  mprotect splits the mapping
+ * at every unprotected page (a process has at most vm.max_map_count
+ * mappings), so this is used for explicit regions only, never for process
+ * scope, and only when userfaultfd WP is unavailable (or forced). */
+
+static int m_attach(mmk_snap *s, mmk__region *r)
+{
+	(void)s;
+	int rc = mmk__mprotect_install_handler();
+	if (rc < 0)
+		return rc;
+	if (!mmk__level(r, 0))
+		return -ENOMEM;
+	return set_protection(r, r->start, mmk__rlen(r), true);
+}
+
+static void m_detach(mmk_snap *s, mmk__region *r)
+{
+	(void)s;
+	if (!r->gone)
+		mprotect((void *)r->start, mmk__rlen(r), (int)r->prot);
+}
+
+const mmk__backend mmk__be_mprotect = {
+	.name = "mprotect",
+	.id = MMK_SNAP_MPROTECT,
+	.attach = m_attach,
+	.detach = m_detach,
 	.push = l_push,
 	.restore = l_restore,
 	.drop = l_drop,

@@ -185,6 +185,10 @@ static const mmk__backend *backend_for(mmk_snap *s, uintptr_t start, uintptr_t e
 		    (map_flags & MMK__MAP_FILE))
 			*err = MMK_ENOFEAT;
 		return *err ? NULL : &mmk__be_lazy;
+	case MMK_SNAP_MPROTECT:
+		if (automatic) /* never for process scope: see lazy.c */
+			return &mmk__be_copy;
+		return &mmk__be_mprotect;
 	case MMK_SNAP_AUTO:
 		break;
 	}
@@ -199,6 +203,8 @@ static const mmk__backend *backend_for(mmk_snap *s, uintptr_t start, uintptr_t e
 		return &mmk__be_async;
 	if (can_lazy(map_flags))
 		return &mmk__be_lazy;
+	if (!automatic && !mmk_features_get()->uffd_wp)
+		return &mmk__be_mprotect; /* no userfaultfd at all: faults by mprotect */
 	return &mmk__be_copy;
 }
 
@@ -235,7 +241,9 @@ static const mmk__backend *best_backend(const mmk__region *r)
 		return &mmk__be_lazy;
 	if (can_async())
 		return &mmk__be_async;
-	return can_lazy(r->map_flags) ? &mmk__be_lazy : &mmk__be_copy;
+	if (can_lazy(r->map_flags))
+		return &mmk__be_lazy;
+	return !r->automatic && !mmk_features_get()->uffd_wp ? &mmk__be_mprotect : &mmk__be_copy;
 }
 
 static void adapt(mmk_snap *s, mmk__region *r)
@@ -350,6 +358,8 @@ const char *mmk_snap_backend_name(mmk_snap_backend b)
 		return "async";
 	case MMK_SNAP_LAZY:
 		return "lazy";
+	case MMK_SNAP_MPROTECT:
+		return "mprotect";
 	}
 	return "?";
 }
@@ -365,6 +375,8 @@ static int backend_from_env(mmk_snap_backend *b)
 		*b = MMK_SNAP_ASYNC;
 	else if (!strcmp(e, "lazy"))
 		*b = MMK_SNAP_LAZY;
+	else if (!strcmp(e, "mprotect"))
+		*b = MMK_SNAP_MPROTECT;
 	else
 		return -EINVAL;
 	return 0;
@@ -378,7 +390,7 @@ int mmk_snap_create(mmk_snap **out, const mmk_snap_opts *opts)
 	mmk_snap_opts o = { 0 };
 	if (opts)
 		o = *opts;
-	if ((unsigned)o.backend > MMK_SNAP_LAZY || (o.flags & ~MMK_SNAP_PARANOID))
+	if ((unsigned)o.backend > MMK_SNAP_MPROTECT || (o.flags & ~MMK_SNAP_PARANOID))
 		return -EINVAL;
 	if (o.backend == MMK_SNAP_AUTO && backend_from_env(&o.backend) < 0)
 		return -EINVAL;
@@ -526,9 +538,11 @@ int mmk_snap_save(mmk_snap *s)
 	size_t dirty = 0;
 	int rc;
 	for (size_t i = 0; i < s->nregions; i++)
-		if (s->regions[i]->be == &mmk__be_lazy) {
-			/* one sigaction query: is our SIGBUS handler still there? */
-			if ((rc = mmk__lazy_install_handler()) < 0)
+		if (s->regions[i]->be == &mmk__be_lazy || s->regions[i]->be == &mmk__be_mprotect) {
+			/* one sigaction query: is our fault handler still there? */
+			rc = s->regions[i]->be == &mmk__be_lazy ? mmk__lazy_install_handler()
+								: mmk__mprotect_install_handler();
+			if (rc < 0)
 				return rc;
 			break;
 		}

@@ -29,6 +29,7 @@
 #include <mmkit/features.h>
 #include <mmkit/snapshot.h>
 #include "sys/sys.h"
+#include <signal.h>
 
 #define MMK__SNAP_MAX_DEPTH 64
 
@@ -140,7 +141,7 @@ struct mmk_snap {
 	size_t last_dirty;
 };
 
-extern MMK_HIDDEN const mmk__backend mmk__be_copy, mmk__be_async, mmk__be_lazy;
+extern MMK_HIDDEN const mmk__backend mmk__be_copy, mmk__be_async, mmk__be_lazy, mmk__be_mprotect;
 
 /* region registry (regions of all objects, for -EBUSY and the SIGBUS
  * handler); lazy.c owns the SIGBUS side */
@@ -150,6 +151,10 @@ MMK_HIDDEN bool mmk__snap_overlaps(uintptr_t start, uintptr_t end);
 
 /* lazy.c: SIGBUS handling shared with mmk_try */
 MMK_HIDDEN int mmk__lazy_install_handler(void);
+MMK_HIDDEN int mmk__mprotect_install_handler(void);
+/* AS-safe: handle a write fault on a lazy (SIGBUS) or mprotect (SIGSEGV)
+ * region; false if the fault is not one of mmkit's */
+MMK_HIDDEN bool mmk__lazy_fault(int sig, siginfo_t *si);
 /* try.c: offered every crash signal that is not mmkit's own; does not
  * return if a mmk_try on this thread takes it */
 MMK_HIDDEN void mmk__try_crash(int sig);

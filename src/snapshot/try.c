@@ -50,8 +50,10 @@ void mmk__try_crash(int sig)
 
 static void on_crash(int sig, siginfo_t *si, void *uc)
 {
-	(void)si;
 	(void)uc;
+	/* a write to an mprotect-tracked page is not a crash */
+	if (sig == SIGSEGV && mmk__lazy_fault(sig, si))
+		return;
 	mmk__try_crash(sig);
 	/* not inside a try on this thread: default action */
 	signal(sig, SIG_DFL);

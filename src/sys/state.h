@@ -43,8 +43,8 @@ typedef struct mmk__state {
 	pthread_mutex_t snap_lock;
 	void *_Atomic snap_regions[MMK__SELF_MAX];
 	_Atomic size_t snap_nregions;
-	struct sigaction snap_old_sigbus;
-	bool snap_handler_installed;
+	struct sigaction snap_old_action[2]; /* SIGBUS (lazy), SIGSEGV (mprotect) */
+	bool snap_installed[2];
 	void *mmcontext;       /* snapshot/mmcontext.c: the process-wide context */
 } mmk__state;
 

@@ -12,7 +12,7 @@
  *
  * Table "region": the native API on one region of SIZE bytes, a save point
  * kept, cycles of {write one byte in every page (full) or in 1 % of the
- * pages; mmk_snap_restore}, per backend (auto, copy, async, lazy), beside a
+ * pages; mmk_snap_restore}, per backend (auto, copy, async, lazy, mprotect), beside a
  * plain memcpy of the region and a fork per cycle.  Also the memory held.
  *
  * Each figure is the median of REPS runs of at least T seconds each.
@@ -187,7 +187,8 @@ static void region_table(bench_mode mode)
 {
 	size_t sizes[] = { 32, 4096, 32768, 1 << 20, 32 << 20, 256 << 20 };
 	size_t nsizes = mode == BENCH_QUICK ? 4 : 6;
-	static const mmk_snap_backend bes[] = { MMK_SNAP_AUTO, MMK_SNAP_COPY, MMK_SNAP_ASYNC, MMK_SNAP_LAZY };
+	static const mmk_snap_backend bes[] = { MMK_SNAP_AUTO, MMK_SNAP_COPY, MMK_SNAP_ASYNC, MMK_SNAP_LAZY,
+						MMK_SNAP_MPROTECT };
 	printf("table,bytes,pattern,variant,cycles_per_s,bytes_held,vs_memcpy,target\n");
 	for (size_t si = 0; si < nsizes; si++) {
 		size_t len = sizes[si];

@@ -63,19 +63,24 @@
  *   renames; a new store is built in a temporary directory and renamed into
  *   place.
  * Recovery (mmk_rvm_open): the data image is read, the log's records are
- *   applied in order until the first torn or corrupt one, pages not covered
- *   by the log are checked against their CRC, then the result is written
+ *   applied in order until the first torn or corrupt one, every page is
+ *   checked (pages the log does not cover against their CRC; pages it
+ *   covers against their CRC before redo, or, after an interrupted
+ *   truncation, against the new CRCs its intent record listed), then the
+ *   result is written
  *   back (a checkpoint) and the log restarted under a new generation.  A
  *   crash at any point of this repeats it (idempotent: records are absolute
  *   values applied in order).  A corrupt record followed by an intact later
- *   group, a data page failing its CRC, a truncated file or a damaged
+ *   group, a data page failing its check, a truncated file or a damaged
  *   header make open fail with MMK_ECORRUPT without applying anything.
  *   (A bit flip in the very last durable group is indistinguishable from a
  *   torn write and loses that group: the same limit as LMDB's and SQLite's
  *   logs.)
  * Truncation (mmk_rvm_truncate, and automatically when the log is full):
- *   write the pages changed since the last truncate into the data file with
- *   their CRCs, fdatasync it, then write the other log header with the next
+ *   append an intent record (each page about to be written and its new CRC)
+ *   behind the buffered records and fdatasync the log; write the pages
+ *   changed since the last truncate into the data file with their CRCs,
+ *   fdatasync it, then write the other log header with the next
  *   generation and fdatasync the log.  A crash before that header is durable
  *   replays the old log over the new data: the same result.
  *

@@ -1,8 +1,9 @@
 /*
  * rvm/log.c - the redo log's formats: headers, record building, the scan.
  *
- * A record is [rvm_rec_hdr][rvm_range_hdr][bytes, padded to 8]... ; its CRC
- * covers all of it with the crc field zero.  The scan accepts a record only
+ * A redo record is [rvm_rec_hdr][rvm_range_hdr][bytes, padded to 8]... ; an
+ * intent record [rvm_rec_hdr][rvm_intent_ent]...; the CRC covers all of it
+ * with the crc field zero.  The scan accepts a record only
  * if magic, generation, sequence number (exactly the next expected), length
  * and every range (inside the region, lengths adding up to the record) are
  * right and the CRC matches; only then is it applied.  It stops at the
@@ -131,6 +132,19 @@ static bool rec_ok(const unsigned char *p, uint64_t avail, const rvm_log_hdr *lh
 	    h.len < sizeof h || h.len > avail || h.len % 8 || h.group > h.seq ||
 	    h.group < lh->start_seq)
 		return false;
+	if (h.type == RVM_REC_INTENT) {
+		if (h.len != rvm_intent_len(h.nranges))
+			return false;
+		for (uint32_t i = 0; i < h.nranges; i++) {
+			rvm_intent_ent e;
+			memcpy(&e, p + sizeof h + 8 * (size_t)i, sizeof e);
+			if ((uint64_t)e.page >= lh->size / RVM_PAGE)
+				return false;
+		}
+		goto crc;
+	}
+	if (h.type != RVM_REC_REDO)
+		return false;
 	/* ranges */
 	uint64_t pos = sizeof h;
 	for (uint32_t i = 0; i < h.nranges; i++) {
@@ -148,6 +162,7 @@ static bool rec_ok(const unsigned char *p, uint64_t avail, const rvm_log_hdr *lh
 	}
 	if (pos != h.len)
 		return false;
+crc:;
 	uint32_t c = mmk__crc32c(0, p, offsetof(rvm_rec_hdr, crc));
 	c = mmk__crc32c(c, zeros8, 4);
 	c = mmk__crc32c(c, p + offsetof(rvm_rec_hdr, crc) + 4,
@@ -236,10 +251,10 @@ void mmk__rvm_apply(const unsigned char *rec, unsigned char *base,
 		rvm_range_hdr r;
 		memcpy(&r, rec + pos, sizeof r);
 		pos += sizeof r;
-		memcpy(base + r.off, rec + pos, r.len);
 		if (mark && r.len)
 			for (uint64_t pg = r.off / RVM_PAGE; pg <= (r.off + r.len - 1) / RVM_PAGE; pg++)
 				mark(arg, (size_t)pg);
+		memcpy(base + r.off, rec + pos, r.len);
 		pos += rvm_round(r.len, 8);
 	}
 }

@@ -78,9 +78,26 @@ typedef struct rvm_rec_hdr {
 	uint64_t seq;
 	uint64_t group;          /* seq of the first record of its sync group */
 	uint64_t len;            /* whole record, multiple of 8 */
-	uint32_t nranges;
-	uint32_t pad;
+	uint32_t nranges;        /* redo: ranges; intent: entries */
+	uint32_t type;           /* RVM_REC_REDO or RVM_REC_INTENT */
 } rvm_rec_hdr;
+
+/* A checkpoint's intent record, written and synced before it touches the
+ * data file: for every page it is about to write, (page, CRC-32C of the
+ * page's new content).  Recovery checks pages the log covers against it
+ * when present (the data file may then hold old, new or sector-mixed
+ * pages, all of which redo to the new content), and against the data
+ * file's CRC table before redo when absent (the pages are then untouched
+ * since the last checkpoint), so a bit flip in a logged page outside the
+ * logged bytes is caught too. */
+enum { RVM_REC_REDO = 0, RVM_REC_INTENT = 1 };
+typedef struct rvm_intent_ent {
+	uint32_t page, crc;
+} rvm_intent_ent;
+static inline uint64_t rvm_intent_len(size_t n)
+{
+	return sizeof(rvm_rec_hdr) + 8 * (uint64_t)n;
+}
 
 typedef struct rvm_range_hdr {
 	uint64_t off;            /* in the region */
@@ -156,6 +173,8 @@ struct mmk_rvm {
 	size_t niov, iovcap;
 	rvm_range_hdr *rh;
 	size_t rhcap;
+	bool have_intent;        /* the log ends with an intent for the current
+				    dirty set (recovery: no need to write another) */
 	int fatal;               /* 0 or the error that made the handle unusable */
 	mmk_rvm_stats st;
 };
@@ -178,7 +197,8 @@ typedef int (*rvm_apply_fn)(const unsigned char *rec, const rvm_rec_hdr *hdr, ui
 			    void *arg);
 MMK_HIDDEN int mmk__rvm_scan(const unsigned char *p, uint64_t size, const rvm_log_hdr *lh,
 			     rvm_apply_fn fn, void *arg, rvm_scan *out);
-/* Copy a validated record's ranges into base, calling mark(page) per page. */
+/* Copy a validated redo record's ranges into base, calling mark(page) for
+ * each page of a range just before the range is copied. */
 MMK_HIDDEN void mmk__rvm_apply(const unsigned char *rec, unsigned char *base,
 			       void (*mark)(void *arg, size_t page), void *arg);
 /* Pick the valid header with the highest generation: slot or -1. */

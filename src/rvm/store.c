@@ -10,8 +10,9 @@
  *     by the checkpoint that follows, after every check passed, so a
  *     failing open changes nothing;
  *   - a checkpoint first makes the log durable and complete (buffered
- *     records written and synced: the log then covers every page the
- *     checkpoint writes), then makes the data file hold the memory image
+ *     records and an intent record listing the new CRC of every page it
+ *     will write, synced: the log then covers every page the checkpoint
+ *     writes), then makes the data file hold the memory image
  *     (pages and CRCs), syncs it, and only then starts a new log generation in the
  *     other header slot and syncs the log: at every instant the durable
  *     data file + the durable log replay to the last durable state;
@@ -79,17 +80,74 @@ static void fill_log_hdr(const mmk_rvm *h, rvm_log_hdr *lh, uint64_t gen, uint64
 	lh->crc = mmk__rvm_hdr_crc(lh, sizeof *lh, &lh->crc);
 }
 
+/* Append the intent record for the (sorted) dirty set, whose CRCs are in
+ * h->crcs, behind the buffered records: written by the flush that follows.
+ * The commit path keeps room for it in the log and the buffer may be
+ * exceeded (then it is written out first). */
+static int write_intent(mmk_rvm *h)
+{
+	uint64_t len = rvm_intent_len(h->ndirty);
+	unsigned char *rec = mmk__self_alloc((size_t)rvm_round(len, RVM_PAGE));
+	if (!rec)
+		return -ENOMEM;
+	rvm_rec_hdr hdr;
+	memset(&hdr, 0, sizeof hdr);
+	hdr.magic = RVM_REC_MAGIC;
+	hdr.gen = h->gen;
+	hdr.seq = h->next_seq;
+	hdr.group = h->group ? h->group : h->next_seq;
+	hdr.len = len;
+	hdr.nranges = (uint32_t)h->ndirty;
+	hdr.type = RVM_REC_INTENT;
+	for (size_t k = 0; k < h->ndirty; k++) {
+		rvm_intent_ent e = { h->dirty_idx[k], h->crcs[h->dirty_idx[k]] };
+		memcpy(rec + sizeof hdr + 8 * k, &e, sizeof e);
+	}
+	memcpy(rec, &hdr, sizeof hdr);
+	hdr.crc = mmk__crc32c(0, rec, (size_t)len);
+	memcpy(rec, &hdr, sizeof hdr);
+	int rc = 0;
+	if (h->log_pos + h->buf_len + len > h->log_size) {
+		rc = -ENOSPC; /* cannot happen: commits keep room for it */
+	} else {
+		struct iovec v[2] = { { h->buf, h->buf_len }, { rec, (size_t)len } };
+		rc = mmk__rvm_io_writev(&h->io, h->logfd, h->buf_len ? v : v + 1,
+					h->buf_len ? 2 : 1, h->log_pos);
+		if (!rc) {
+			h->st.log_bytes += h->buf_len + len;
+			h->log_pos += h->buf_len + len;
+			h->buf_len = 0;
+			h->unsynced = true;
+			h->group = h->group ? h->group : h->next_seq;
+			h->next_seq++;
+		}
+	}
+	mmk__self_free(rec, (size_t)rvm_round(len, RVM_PAGE));
+	return rc;
+}
+
 int mmk__rvm_checkpoint(mmk_rvm *h)
 {
 	if (h->fatal)
 		return MMK_EFATAL;
 	/* the log must cover every page about to be written: buffered NO_FLUSH
-	 * records go to the log (synced) first */
-	int rc = mmk_rvm_flush(h);
+	 * records go to the log first, with the intent record, synced */
+	int rc;
+	if (h->ndirty) {
+		qsort(h->dirty_idx, h->ndirty, sizeof *h->dirty_idx, cmp_u32);
+		for (size_t k = 0; k < h->ndirty; k++)
+			h->crcs[h->dirty_idx[k]] =
+				mmk__crc32c(0, h->base + (size_t)h->dirty_idx[k] * RVM_PAGE, RVM_PAGE);
+		if (!h->have_intent) {
+			rc = write_intent(h);
+			if (rc)
+				return mmk__rvm_fail(h, rc);
+		}
+	}
+	rc = mmk_rvm_flush(h);
 	if (rc)
 		return rc;
 	if (h->ndirty) {
-		qsort(h->dirty_idx, h->ndirty, sizeof *h->dirty_idx, cmp_u32);
 		size_t i = 0;
 		while (i < h->ndirty) {
 			size_t j = i + 1;
@@ -103,9 +161,6 @@ int mmk__rvm_checkpoint(mmk_rvm *h)
 			if (rc)
 				return mmk__rvm_fail(h, rc);
 			h->st.data_bytes += len;
-			for (size_t k = i; k < j; k++)
-				h->crcs[h->dirty_idx[k]] = mmk__crc32c(
-					0, h->base + (size_t)h->dirty_idx[k] * RVM_PAGE, RVM_PAGE);
 			i = j;
 		}
 		/* the table pages holding changed CRCs */
@@ -154,6 +209,7 @@ int mmk__rvm_checkpoint(mmk_rvm *h)
 	for (size_t i = 0; i < h->ndirty; i++)
 		h->dirty[h->dirty_idx[i] >> 6] = 0;
 	h->ndirty = 0;
+	h->have_intent = false;
 	h->st.truncates++;
 	return 0;
 }
@@ -292,17 +348,30 @@ typedef struct load_ctx {
 	mmk_rvm_info *info;
 	mmk_rvm_record_fn fn;
 	void *arg;
+	size_t prebad, prefirst;      /* covered pages failing their CRC before redo */
+	const unsigned char *intent;  /* the last intent record, or NULL */
 } load_ctx;
 
+/* first time a record touches page pg: before redo it must still be the
+ * page of the last checkpoint (unless an intent follows: checked later) */
 static void mark_cb(void *arg, size_t pg)
 {
-	mark_page(arg, pg);
+	load_ctx *c = arg;
+	mmk_rvm *h = c->h;
+	if ((h->dirty[pg >> 6] >> (pg & 63)) & 1)
+		return;
+	if (mmk__crc32c(0, h->base + pg * RVM_PAGE, RVM_PAGE) != h->crcs[pg] && !c->prebad++)
+		c->prefirst = pg;
+	mark_page(h, pg);
 }
 
 static int apply_cb(const unsigned char *rec, const rvm_rec_hdr *hdr, uint64_t off, void *arg)
 {
 	load_ctx *c = arg;
-	mmk__rvm_apply(rec, c->h->base, mark_cb, c->h);
+	if (hdr->type == RVM_REC_INTENT)
+		c->intent = rec;
+	else
+		mmk__rvm_apply(rec, c->h->base, mark_cb, c);
 	if (c->fn)
 		c->fn(hdr->seq, off, hdr->len, hdr->nranges, c->arg);
 	return 0;
@@ -406,9 +475,35 @@ static int load(mmk_rvm *h, size_t want, mmk_rvm_info *info, mmk_rvm_record_fn f
 		info->gen = lh.gen;
 		info->start_seq = lh.start_seq;
 	}
-	load_ctx c = { h, info, fn, arg };
+	load_ctx c = { h, info, fn, arg, 0, 0, NULL };
 	rvm_scan sc;
 	rc = mmk__rvm_scan(lp, lsize, &lh, apply_cb, &c, &sc);
+	/* the pages the log covers */
+	size_t bad = 0, first = 0;
+	h->have_intent = false;
+	if (!rc && c.intent) {
+		/* an interrupted checkpoint: every covered page must now (after
+		 * redo) have the content it was about to write */
+		rvm_rec_hdr ih;
+		memcpy(&ih, c.intent, sizeof ih);
+		size_t listed = 0;
+		for (uint32_t i = 0; i < ih.nranges; i++) {
+			rvm_intent_ent e;
+			memcpy(&e, c.intent + sizeof ih + 8 * (size_t)i, sizeof e);
+			if (!((h->dirty[e.page >> 6] >> (e.page & 63)) & 1))
+				continue;
+			listed++;
+			if (mmk__crc32c(0, h->base + (size_t)e.page * RVM_PAGE, RVM_PAGE) != e.crc &&
+			    !bad++)
+				first = e.page;
+		}
+		if (listed != h->ndirty && !bad++) /* a covered page it does not list */
+			first = 0;
+		h->have_intent = !bad && ih.nranges == h->ndirty && sc.last_seq == ih.seq;
+	} else {
+		bad = c.prebad;
+		first = c.prefirst;
+	}
 	munmap(lp, lsize);
 	if (rc)
 		return rc;
@@ -427,7 +522,6 @@ static int load(mmk_rvm *h, size_t want, mmk_rvm_info *info, mmk_rvm_record_fn f
 			     "log: damaged record at offset %llu (seq %llu) precedes intact ones",
 			     (unsigned long long)sc.end, (unsigned long long)h->next_seq);
 	/* pages the log does not cover must match their CRC */
-	size_t bad = 0, first = 0;
 	for (size_t i = 0; i < h->npages; i++) {
 		if ((h->dirty[i >> 6] >> (i & 63)) & 1)
 			continue;

@@ -186,8 +186,10 @@ static int collect(void *addr, size_t len, void *arg)
 /* write the buffered records (and iov[1..n) if n > 1) at log_pos; sync if asked */
 static int put(mmk_rvm *h, size_t n, uint64_t reclen, bool sync)
 {
-	h->iov[0] = (struct iovec){ h->buf, h->buf_len };
-	struct iovec *v = h->iov;
+	struct iovec one = { h->buf, h->buf_len };
+	struct iovec *v = n > 1 ? h->iov : &one; /* h->iov is NULL before the first record */
+	if (n > 1)
+		h->iov[0] = one;
 	size_t k = n;
 	if (!h->buf_len) {
 		v++;
@@ -287,9 +289,16 @@ int mmk_rvm_commit(mmk_rvm *h, unsigned flags)
 	long len = mmk__rvm_build(h, &hdr, seq, h->group ? h->group : seq);
 	if (len < 0)
 		return fail_tx(h, (int)len, false);
-	if ((uint64_t)len > h->log_size - RVM_LOG_START)
+	/* room for the record and for the intent record of the checkpoint that
+	 * may follow it (every page of the record newly dirty, at worst) */
+	uint64_t newpages = 0;
+	for (size_t i = 0; i < h->nranges; i++)
+		newpages += h->ranges[i].len / RVM_PAGE + 2;
+	uint64_t intent = rvm_intent_len(h->ndirty + newpages) + RVM_SECTOR;
+	if ((uint64_t)len + rvm_intent_len(newpages < h->npages ? newpages : h->npages) +
+		    RVM_SECTOR > h->log_size - RVM_LOG_START)
 		return fail_tx(h, -ENOSPC, false);
-	if (h->log_pos + h->buf_len + (uint64_t)len > h->log_size) {
+	if (h->log_pos + h->buf_len + (uint64_t)len + intent > h->log_size) {
 		len = wrap(h, &hdr, len);
 		if (len < 0)
 			return fail_tx(h, (int)len, true);

@@ -166,7 +166,7 @@ static double run_cycles(char *p, size_t len, bool full, mmk_snap *s, char *copy
 			if (kind == 0) {
 				if (mmk_snap_restore(s) < 0)
 					exit(1);
-			} else if (kind == 1) {
+			} else if (kind == 1 && copy) {
 				memcpy(p, copy, len);
 			} else {
 				pid_t pid = fork();

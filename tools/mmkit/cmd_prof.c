@@ -539,8 +539,10 @@ static int run_gnuplot(const char *script_path, const char *out)
 		return -EIO;
 	(void)out;
 	fclose(f);
-	snprintf(cmd, sizeof cmd, "sed -i 's/^set terminal pngcairo/set terminal png/' '%s' && gnuplot '%s'",
-		 script_path, script_path);
+	if (snprintf(cmd, sizeof cmd,
+		     "sed -i 's/^set terminal pngcairo/set terminal png/' '%s' && gnuplot '%s'",
+		     script_path, script_path) >= (int)sizeof cmd)
+		return -ENAMETOOLONG;
 	return system(cmd) == 0 ? 0 : -EIO;
 }
 
@@ -594,8 +596,11 @@ static int plot_faults(const char *csv, const char *out, const char *title, cons
 		return -ENODATA;
 	}
 	char dat[4200], gp[4200];
-	snprintf(dat, sizeof dat, "%s.dat", out);
-	snprintf(gp, sizeof gp, "%s.gp", out);
+	if (snprintf(dat, sizeof dat, "%s.dat", out) >= (int)sizeof dat ||
+	    snprintf(gp, sizeof gp, "%s.gp", out) >= (int)sizeof gp) {
+		free(rec);
+		return -ENAMETOOLONG;
+	}
 	FILE *d = fopen(dat, "w"), *g = fopen(gp, "w");
 	if (!d || !g) {
 		if (d)

@@ -215,6 +215,14 @@ static void changed_with(mmk_snap_backend b)
 	for (int i = 0; i < 64; i++)
 		total += r.seen[i];
 	assert_true(total == 6 || (total == 7 && r.seen[20] == 1));
+	/* the saved image of a changed page is what it held at the save */
+	for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+		const unsigned char *img = mmk_snap_saved_page(s, g_buf + want[i] * PG + 100);
+		assert_non_null(img);
+		for (int k = 0; k < PG; k++)
+			assert_int_equal(img[k], 1);
+	}
+	assert_null(mmk_snap_saved_page(s, &r)); /* not tracked */
 	/* a nested level sees only its own changes */
 	assert_int_equal(mmk_snap_save(s), 2);
 	g_buf[30 * PG] = 3;

@@ -173,6 +173,14 @@ MMK_API int mmk_snap_rescan(mmk_snap *s);
 typedef int (*mmk_snap_run_fn)(void *addr, size_t len, void *arg);
 MMK_API int mmk_snap_changed(mmk_snap *s, mmk_snap_run_fn fn, void *arg);
 
+/* The image at the top save point of the page holding addr, read-only, or
+ * NULL when the engine keeps none (depth 0, the address is not tracked,
+ * or the page is unchanged since the save point in a backend that copies
+ * only written pages — then the page itself is its image).  Valid until the
+ * next save, restore or drop.  With mmk_snap_changed this lets a caller diff
+ * a changed page against its saved image (a redo log of changed bytes). */
+MMK_API const void *mmk_snap_saved_page(const mmk_snap *s, const void *addr);
+
 typedef struct mmk_snap_stats {
 	size_t regions;          /* tracked regions */
 	size_t pages_tracked;    /* pages in tracked regions */

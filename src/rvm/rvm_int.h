@@ -206,9 +206,6 @@ MMK_HIDDEN int mmk__rvm_pick_header(const unsigned char *p, uint64_t size, rvm_l
 				    bool *other_valid);
 MMK_HIDDEN bool mmk__rvm_data_hdr_ok(const rvm_data_hdr *d);
 
-/* ---- snapdiff.c ---- */
-MMK_HIDDEN const unsigned char *mmk__rvm_saved_page(mmk_snap *s, const void *addr);
-
 /* ---- store.c ---- */
 MMK_HIDDEN int mmk__rvm_checkpoint(mmk_rvm *h);
 MMK_HIDDEN void mmk__rvm_mark(mmk_rvm *h, uint64_t off, uint64_t len);

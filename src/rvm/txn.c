@@ -174,7 +174,7 @@ static int collect(void *addr, size_t len, void *arg)
 	mmk_rvm *h = arg;
 	unsigned char *p = addr;
 	for (size_t k = 0; k < len; k += RVM_PAGE) {
-		const unsigned char *old = mmk__rvm_saved_page(h->snap, p + k);
+		const unsigned char *old = mmk_snap_saved_page(h->snap, p + k);
 		int rc = old ? diff_page(h, p + k, old)
 			     : add_range(h, (uint64_t)(p + k - h->base), RVM_PAGE);
 		if (rc)

@@ -340,6 +340,12 @@ static int a_changed(mmk_snap *s, mmk__region *r, int d, mmk_snap_run_fn fn, voi
 	return n < 0 ? (int)n : 0;
 }
 
+static const void *a_saved_page(const mmk__region *r, int d, size_t i)
+{
+	(void)d;
+	return r->shadow ? r->shadow + i * MMK__PAGE : NULL;
+}
+
 static size_t a_bytes(const mmk__region *r)
 {
 	size_t n = MMK__PAGE_UP(mmk__rlen(r)); /* the shadow (virtual; populated as used) */
@@ -357,6 +363,7 @@ const mmk__backend mmk__be_async = {
 	.restore = a_restore,
 	.drop = a_drop,
 	.changed = a_changed,
+	.saved_page = a_saved_page,
 	.refill = a_refill,
 	.bytes = a_bytes,
 };

@@ -102,6 +102,14 @@ static int c_changed(mmk_snap *s, mmk__region *r, int d, mmk_snap_run_fn fn, voi
 	return runend > run ? fn((void *)run, runend - run, arg) : 0;
 }
 
+static const void *c_saved_page(const mmk__region *r, int d, size_t i)
+{
+	/* a sub-page explicit region's copy does not hold whole pages */
+	if (!r->copies[d] || r->ustart != r->start || r->uend != r->end)
+		return NULL;
+	return r->copies[d] + i * MMK__PAGE;
+}
+
 static int c_refill(mmk_snap *s, mmk__region *r, int d)
 {
 	return c_restore(s, r, d);
@@ -125,6 +133,7 @@ const mmk__backend mmk__be_copy = {
 	.restore = c_restore,
 	.drop = c_drop,
 	.changed = c_changed,
+	.saved_page = c_saved_page,
 	.refill = c_refill,
 	.bytes = c_bytes,
 };

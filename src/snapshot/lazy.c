@@ -277,6 +277,13 @@ static int l_changed(mmk_snap *s, mmk__region *r, int d, mmk_snap_run_fn fn, voi
 	return report_set(r, &r->levels[d], fn, arg);
 }
 
+static const void *l_saved_page(const mmk__region *r, int d, size_t i)
+{
+	if (!r->levels || !mmk__pstore_has(&r->levels[d], i))
+		return NULL;
+	return mmk__pstore_page(&r->levels[d], i);
+}
+
 static size_t l_bytes(const mmk__region *r)
 {
 	size_t n = 0;
@@ -294,6 +301,7 @@ const mmk__backend mmk__be_lazy = {
 	.restore = l_restore,
 	.drop = l_drop,
 	.changed = l_changed,
+	.saved_page = l_saved_page,
 	.bytes = l_bytes,
 };
 
@@ -332,5 +340,6 @@ const mmk__backend mmk__be_mprotect = {
 	.restore = l_restore,
 	.drop = l_drop,
 	.changed = l_changed,
+	.saved_page = l_saved_page,
 	.bytes = l_bytes,
 };

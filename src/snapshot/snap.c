@@ -641,6 +641,20 @@ int mmk_snap_changed(mmk_snap *s, mmk_snap_run_fn fn, void *arg)
 	return 0;
 }
 
+const void *mmk_snap_saved_page(const mmk_snap *s, const void *addr)
+{
+	if (!s || s->depth < 1)
+		return NULL;
+	uintptr_t a = MMK__PAGE_DOWN(addr);
+	for (size_t k = 0; k < s->nregions; k++) {
+		const mmk__region *r = s->regions[k];
+		if (a < r->start || a >= r->end || r->gone || r->birth > s->depth)
+			continue;
+		return r->be->saved_page(r, s->depth, (a - r->start) / MMK__PAGE);
+	}
+	return NULL;
+}
+
 int mmk_snap_depth(const mmk_snap *s)
 {
 	return s ? s->depth : -EINVAL;

@@ -78,6 +78,8 @@ typedef struct mmk__backend {
 	/* report the runs of pages changed since L_depth (no side effects) */
 	int (*changed)(struct mmk_snap *s, struct mmk__region *r, int depth,
 		       mmk_snap_run_fn fn, void *arg);
+	/* image(L_depth) of page i of r, or NULL if none is kept */
+	const void *(*saved_page)(const struct mmk__region *r, int depth, size_t i);
 	/* Optional: the mapping was re-created empty at [start, end); fill it
 	 * with image(L_depth) and track it again.  NULL: the backend keeps no
 	 * full copy and cannot (lazy). */

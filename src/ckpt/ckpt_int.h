@@ -17,7 +17,7 @@
  * Transitions.  Start (writers quiesced): DIRTY->PENDING with a re-protect,
  * DIRTY_P->PENDING, and for a full image CLEAN->PENDING.  Writer:
  * PENDING->WRITING->CLEAN, COPIED->DIRTY; abandoning an image:
- * PENDING->DIRTY_P, COPIED->DIRTY.  Fault handler: CLEAN|DIRTY_P->UNPROT->
+ * PENDING->DIRTY_P, COPIED->DIRTY.  Fault handler: CLEAN|DIRTY_P|DIRTY->UNPROT->
  * (un-protect)->DIRTY, PENDING->COPYING->(copy, un-protect)->COPIED; on
  * UNPROT, WRITING or COPYING it spins until the other side is done.
  * Sweeper (not during a checkpoint, under the handle lock, program running):
@@ -26,7 +26,12 @@
  * it was un-protected (the writer reads only in WRITING, the handler copies
  * before un-protecting); DIRTY and COPIED are only ever stored after the
  * un-protect is complete, so a sweeper's claim (DIRTY->DIRTY_P + protect)
- * can never be undone by a late un-protect.  Between checkpoints only
+ * can never be undone by a late un-protect.  A sweep may re-protect a
+ * whole span (cheaper than many runs when dirty pages are dense): that can
+ * protect a page whose handler is between its un-protect and its DIRTY
+ * store, leaving it DIRTY but protected; the next write then faults once
+ * more and the handler un-protects it again (DIRTY is handled like CLEAN).
+ * Between checkpoints only
  * CLEAN, DIRTY, DIRTY_P and UNPROT exist.
  */
 #ifndef MMK_CKPT_INT_H

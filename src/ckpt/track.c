@@ -116,6 +116,8 @@ static int handle(ck_region *r, uintptr_t page)
 		switch (v) {
 		case CK_CLEAN:
 		case CK_DIRTY_P:
+		case CK_DIRTY: /* protected again by a sweep's span ioctl that
+				* raced with an earlier fault: un-protect again */
 			if (!atomic_compare_exchange_weak(s, &v, CK_UNPROT))
 				continue;
 			rc = mmk__uffd_wp(&c->uffd, page, MMK__PAGE, false);
@@ -140,9 +142,9 @@ static int handle(ck_region *r, uintptr_t page)
 		case CK_COPYING:
 			spin(&k);
 			continue;
-		default: /* DIRTY, COPIED: unprotected already (another thread's
-			  * fault on the same page just resolved it) */
-			return 0;
+		default: /* COPIED: un-protected by the handler that copied it;
+			  * never protected again before the writer takes it */
+			return mmk__uffd_wp(&c->uffd, page, MMK__PAGE, false);
 		}
 	}
 }

@@ -316,9 +316,14 @@ static long prepare(mmk_ckpt *c, ck_region *r, bool full)
 		if (i1 - i0 == 8) {
 			uint64_t v;
 			memcpy(&v, st + i0, 8);
-			if (v == 0) {
+			/* every byte CLEAN (0) or DIRTY_P (6): protected already */
+			if (v == 0 || (full && (v & 0xf9f9f9f9f9f9f9f9ull) == 0)) {
 				if (full)
 					memcpy(st + i0, &pend8, 8);
+				else if (v)
+					for (size_t i = i0; i < i1; i++)
+						if (st[i] == CK_DIRTY_P)
+							st[i] = CK_PENDING;
 				continue;
 			}
 		}

@@ -843,6 +843,71 @@ static void test_snapshot_region(void **state)
 	rm_dir(dir);
 }
 
+/* ---- an mmk_rvm store's region, in both modes ---------------------------------------- */
+
+static void rvm_region(unsigned mode)
+{
+	char dir[256], store[300];
+	mkdir_fresh(dir, sizeof dir, mode == MMK_RVM_PAGED ? "rvm-paged" : "rvm-explicit");
+	assert_int_equal(mkdir(dir, 0700), 0);
+	snprintf(store, sizeof store, "%s/store", dir);
+	char ck[300];
+	snprintf(ck, sizeof ck, "%s/ckpt", dir);
+	size_t len = 64 * PG;
+	mmk_rvm *r;
+	int rc = mmk_rvm_open(&r, store, len, &(mmk_rvm_opts){ .mode = mode });
+	if (rc == MMK_ENOFEAT || rc == -EPERM) {
+		rm_dir(dir);
+		MMK_SKIP("mmk_rvm paged mode unavailable here: %s", mmk_strerror(rc));
+	}
+	assert_int_equal(rc, 0);
+	char *base = mmk_rvm_base(r);
+	mmk_ckpt *c;
+	assert_int_equal(mmk_ckpt_create(&c, ck, NULL), 0);
+	assert_int_equal(mmk_ckpt_add(c, "rvm", base, len), 0);
+	for (int t = 0; t < 3; t++) {
+		assert_int_equal(mmk_rvm_begin(r, 0), 0);
+		if (mode == MMK_RVM_EXPLICIT)
+			assert_int_equal(mmk_rvm_set_range(r, base + t * 5000, 100), 0);
+		memset(base + t * 5000, 'a' + t, 100);
+		assert_int_equal(mmk_rvm_commit(r, 0), 0);
+		char *model = malloc(len);
+		memcpy(model, base, len);
+		int g = mmk_ckpt_start(c, 0);
+		assert_true(g > 0);
+		/* the next transaction runs while the image is written */
+		assert_int_equal(mmk_rvm_begin(r, 0), 0);
+		if (mode == MMK_RVM_EXPLICIT)
+			assert_int_equal(mmk_rvm_set_range(r, base + 60000, 8), 0);
+		memset(base + 60000, 'z', 8);
+		assert_int_equal(mmk_rvm_commit(r, 0), 0);
+		assert_int_equal(mmk_ckpt_wait(c), 0);
+		char img[400];
+		mmk__ck_name(img, sizeof img, ck, (uint64_t)g, false);
+		expect_image(img, "rvm", model, len);
+		free(model);
+	}
+	mmk_ckpt_stats st;
+	mmk_ckpt_stats_get(c, &st);
+	fprintf(stderr, "# rvm %s region: %s mode\n", mode == MMK_RVM_PAGED ? "paged" : "explicit",
+		st.regions_copy_mode ? "copy" : "tracked");
+	mmk_ckpt_destroy(c);
+	assert_int_equal(mmk_rvm_close(r), 0);
+	rm_dir(dir);
+}
+
+static void test_rvm_paged(void **state)
+{
+	(void)state;
+	rvm_region(MMK_RVM_PAGED);
+}
+
+static void test_rvm_explicit(void **state)
+{
+	(void)state;
+	rvm_region(MMK_RVM_EXPLICIT);
+}
+
 int main(void)
 {
 	(void)g_dir;
@@ -862,6 +927,8 @@ int main(void)
 		cmocka_unit_test(test_enospc),
 		cmocka_unit_test(test_periodic),
 		cmocka_unit_test(test_snapshot_region),
+		cmocka_unit_test(test_rvm_paged),
+		cmocka_unit_test(test_rvm_explicit),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

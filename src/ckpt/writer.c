@@ -458,12 +458,12 @@ int mmk_ckpt_prepare(mmk_ckpt *c)
 	/* like pre-copy in live migration: each pass re-protects what the
 	 * program dirtied during the previous one, until little is left */
 	long total = 0;
-	for (int pass = 0; pass < 4; pass++) {
+	for (int pass = 0; pass < 8; pass++) {
 		long n = sweep_all(c);
 		if (n < 0)
 			return (int)n;
 		total += n;
-		if (n < 64)
+		if (n < 16)
 			break;
 	}
 	return total > INT32_MAX ? INT32_MAX : (int)total;

@@ -843,6 +843,55 @@ static void test_snapshot_region(void **state)
 	rm_dir(dir);
 }
 
+/* ---- system calls writing into a tracked region ------------------------------------------ */
+
+static void test_prewrite(void **state)
+{
+	(void)state;
+	if (!tracked())
+		MMK_SKIP("no userfaultfd WP+SIGBUS: regions are not write-protected (copy mode)");
+	char dir[256];
+	mkdir_fresh(dir, sizeof dir, "prewrite");
+	size_t len = 16 * PG;
+	char *m = map(len);
+	memset(m, 7, len);
+	char *model = malloc(len);
+	memcpy(model, m, len);
+	mmk_ckpt *c;
+	assert_int_equal(mmk_ckpt_create(&c, dir, NULL), 0);
+	assert_int_equal(mmk_ckpt_add(c, "r", m, len), 0);
+	int fd = open("/dev/zero", O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	/* the kernel cannot take the SIGBUS path: EFAULT on a protected page */
+	errno = 0;
+	assert_int_equal(read(fd, m + 2 * PG, 100), -1);
+	assert_int_equal(errno, EFAULT);
+	assert_int_equal(mmk_ckpt_prewrite(c, m + 2 * PG, 100), 0);
+	assert_int_equal(read(fd, m + 2 * PG, 100), 100);
+	assert_int_equal(mmk_ckpt_prewrite(c, m + len, 1), -EINVAL);
+	/* during a checkpoint: the page's instant content is kept */
+	assert_true(mmk_ckpt_start(c, MMK_CKPT_FULL) > 0);
+	memset(model + 2 * PG, 0, 100);
+	assert_int_equal(mmk_ckpt_prewrite(c, m + 5 * PG, 2 * PG), 0);
+	assert_int_equal(read(fd, m + 5 * PG, 2 * PG), (ssize_t)(2 * PG));
+	assert_int_equal(mmk_ckpt_wait(c), 0);
+	expect_image(dir, "r", model, len);
+	/* and the next delta holds the pages the kernel wrote */
+	memcpy(model, m, len);
+	int g = mmk_ckpt_start(c, MMK_CKPT_WAIT);
+	assert_true(g > 0);
+	mmk_ckpt_stats st;
+	mmk_ckpt_stats_get(c, &st);
+	assert_int_equal(st.last_full, 0);
+	assert_int_equal(st.last_pages, 2);
+	expect_image(dir, "r", model, len);
+	close(fd);
+	mmk_ckpt_destroy(c);
+	free(model);
+	munmap(m, len);
+	rm_dir(dir);
+}
+
 /* ---- an mmk_rvm store's region, in both modes ---------------------------------------- */
 
 static void rvm_region(unsigned mode)
@@ -927,6 +976,7 @@ int main(void)
 		cmocka_unit_test(test_enospc),
 		cmocka_unit_test(test_periodic),
 		cmocka_unit_test(test_snapshot_region),
+		cmocka_unit_test(test_prewrite),
 		cmocka_unit_test(test_rvm_paged),
 		cmocka_unit_test(test_rvm_explicit),
 	};

@@ -148,6 +148,17 @@ MMK_API int mmk_ckpt_start(mmk_ckpt *c, unsigned flags);
  * every page this one held. */
 MMK_API int mmk_ckpt_wait(mmk_ckpt *c);
 
+/* System calls that write into a tracked region (read(2), recv(2),
+ * process_vm_writev, ...) fail with EFAULT when they hit a page that is
+ * write-protected at that moment: the kernel cannot take the SIGBUS path
+ * for them.  Call this right before such a call: it does for
+ * [addr, addr+len) what a write fault does (copies the page aside if a
+ * checkpoint still needs it, marks it dirty, un-protects it).  The pages
+ * stay writable until the next checkpoint instant (so do not let one run in
+ * between: it is the caller's thread that is quiesced for it).  ~1-3 us per
+ * page.  Errors: -EINVAL a page outside every region; -errno of the ioctl. */
+MMK_API int mmk_ckpt_prewrite(mmk_ckpt *c, void *addr, size_t len);
+
 /* 1 while a checkpoint is being written, else 0. */
 MMK_API int mmk_ckpt_busy(mmk_ckpt *c);
 

@@ -206,6 +206,8 @@ struct mmk_ckpt {
 };
 
 MMK_HIDDEN int mmk__ck_install_handler(void);
+/* what a write fault on page of r does (AS-safe); also mmk_ckpt_prewrite */
+MMK_HIDDEN int mmk__ck_handle(ck_region *r, uintptr_t page);
 MMK_HIDDEN int mmk__ck_registry_add(ck_region *r);
 MMK_HIDDEN void mmk__ck_registry_remove(ck_region *r);
 MMK_HIDDEN void mmk__ck_registry_quiesce(void);

@@ -103,7 +103,7 @@ static inline void spin(unsigned *k)
 }
 
 /* handle a write fault at page `page` of r; 0 or -errno from the ioctl */
-static int handle(ck_region *r, uintptr_t page)
+int mmk__ck_handle(ck_region *r, uintptr_t page)
 {
 	mmk_ckpt *c = r->owner;
 	size_t i = (page - r->start) / MMK__PAGE;
@@ -157,7 +157,7 @@ static void on_sigbus(int sig, siginfo_t *si, void *uc)
 		atomic_fetch_add(&g->active, 1);
 		uintptr_t a = (uintptr_t)si->si_addr;
 		ck_region *r = find(a);
-		if (r && handle(r, MMK__PAGE_DOWN(a)) == 0) {
+		if (r && mmk__ck_handle(r, MMK__PAGE_DOWN(a)) == 0) {
 			atomic_fetch_sub(&g->active, 1);
 			errno = saved_errno;
 			return;

@@ -564,6 +564,26 @@ int mmk_ckpt_wait(mmk_ckpt *c)
 	return rc;
 }
 
+int mmk_ckpt_prewrite(mmk_ckpt *c, void *addr, size_t len)
+{
+	if (!c || !len)
+		return -EINVAL;
+	uintptr_t a = MMK__PAGE_DOWN(addr), b = MMK__PAGE_UP((uintptr_t)addr + len);
+	/* regions are only added by the handle's thread, which is calling us */
+	int rc = 0;
+	for (uintptr_t p = a; p < b && !rc; p += MMK__PAGE) {
+		ck_region *r = NULL;
+		for (size_t i = 0; i < c->nregions && !r; i++)
+			if (p >= c->regions[i]->start && p < c->regions[i]->end)
+				r = c->regions[i];
+		if (!r)
+			rc = -EINVAL;
+		else if (!r->copy_mode)
+			rc = mmk__ck_handle(r, p);
+	}
+	return rc;
+}
+
 int mmk_ckpt_busy(mmk_ckpt *c)
 {
 	if (!c)

@@ -40,11 +40,17 @@
  *          ~2 us a fault; splits the mapping at every written page, so at
  *          most ~32000 written pages per save point under the default
  *          vm.max_map_count).  Explicit regions only.
- * Policy (MMK_SNAP_AUTO): explicit regions < 64 KiB -> copy; anonymous
- * regions >= 64 MiB (not the heap) -> lazy; everything else -> async; a
- * backend the kernel lacks falls back along async -> lazy -> mprotect
- * (explicit regions) -> copy.  After that each region follows its observed
- * dirty pages (see snap.c, "adaptive policy").
+ * Policy (MMK_SNAP_AUTO): explicit regions < 64 KiB -> copy; everything
+ * else -> async, or copy where the kernel lacks async WP (< 6.7).  After that
+ * each region follows its observed dirty pages between copy and async (see
+ * snap.c, "adaptive policy").  Lazy and mprotect are never chosen
+ * automatically: with them the kernel cannot write into a tracked page that
+ * the program has not written since the save point (read(2) into it fails
+ * with EFAULT; the rseq area in a thread's TCB cannot be updated), so they
+ * are opt-in (opts.backend, or the MMK_SNAP_LAZY_LARGE flag), for memory
+ * the caller knows only user code writes.  Forcing them does not apply to a
+ * process scope (chosen as for AUTO there; only MMK_SNAP_LAZY_LARGE brings
+ * lazy tracking to its big anonymous mappings).
  *
  * Process scope (mmk_snap_add_process).  Tracks every private writable
  * mapping - heap, anonymous mmaps, .data/.bss of the program and of every
@@ -111,6 +117,14 @@ typedef enum mmk_snap_backend {
 enum {
 	/* Re-read the address space on every process-scope save/restore. */
 	MMK_SNAP_PARANOID = 1u << 0,
+	/* AUTO may use the lazy backend for anonymous regions of >= 64 MiB
+	 * (not the heap, not the mapping holding the thread's TCB): restore
+	 * cost independent of the region's size.  Caveat (why it is opt-in):
+	 * the kernel cannot take a lazy page's write fault itself, so a
+	 * system call that writes into a tracked page not yet written by the
+	 * program since the save point (read(2) into it, ...) fails with
+	 * EFAULT. */
+	MMK_SNAP_LAZY_LARGE = 1u << 1,
 };
 
 typedef struct mmk_snap_opts {

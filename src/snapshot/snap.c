@@ -14,6 +14,7 @@
 #include "sys/state.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -159,12 +160,21 @@ static bool can_async(void)
 	return f->uffd_wp_async && f->pagemap_scan;
 }
 
-static bool can_lazy(unsigned map_flags)
+/* Lazy (and mprotect) tracking makes a tracked page fault synchronously on
+ * its first write after a save point.  A write by the kernel itself - read(2)
+ * into the page, the rseq area in the thread's TCB, a robust-futex list -
+ * cannot take that fault: the system call fails with EFAULT (or, for rseq,
+ * the kernel kills the thread with SIGSEGV).  So these backends are never
+ * chosen automatically; a caller opts in (opts.backend, or MMK_SNAP_LAZY_LARGE
+ * for big anonymous regions), and even then never for the heap (malloc trims
+ * it with brk, and only a full copy can re-grow it), file mappings (the
+ * kernel refuses sync WP there) or the mapping holding this thread's TCB. */
+static bool lazy_ok(uintptr_t start, uintptr_t end, unsigned map_flags)
 {
 	const mmk_features *f = mmk_features_get();
-	/* The heap can shrink under us (malloc trims with brk): it needs a
-	 * backend with a full copy to re-grow it on restore. */
-	return f->uffd_wp && f->uffd_sigbus && !(map_flags & (MMK__MAP_FILE | MMK__MAP_HEAP));
+	uintptr_t tp = (uintptr_t)pthread_self();
+	return f->uffd_wp && f->uffd_sigbus && !(map_flags & (MMK__MAP_FILE | MMK__MAP_HEAP)) &&
+	       !(tp >= start && tp < end);
 }
 
 /* First choice for a region, before anything is known of its writes. */
@@ -172,6 +182,7 @@ static const mmk__backend *backend_for(mmk_snap *s, uintptr_t start, uintptr_t e
 				       unsigned map_flags, bool automatic, int *err)
 {
 	size_t len = end - start;
+	const mmk_features *f = mmk_features_get();
 	*err = 0;
 	switch (s->opts.backend) {
 	case MMK_SNAP_COPY:
@@ -181,30 +192,29 @@ static const mmk__backend *backend_for(mmk_snap *s, uintptr_t start, uintptr_t e
 			*err = MMK_ENOFEAT;
 		return can_async() ? &mmk__be_async : NULL;
 	case MMK_SNAP_LAZY:
-		if (!mmk_features_get()->uffd_wp || !mmk_features_get()->uffd_sigbus ||
-		    (map_flags & MMK__MAP_FILE))
-			*err = MMK_ENOFEAT;
-		return *err ? NULL : &mmk__be_lazy;
+		if (automatic)
+			break; /* process scope: chosen as for AUTO (see lazy_ok) */
+		if (lazy_ok(start, end, map_flags))
+			return &mmk__be_lazy;
+		*err = MMK_ENOFEAT;
+		return NULL;
 	case MMK_SNAP_MPROTECT:
-		if (automatic) /* never for process scope: see lazy.c */
-			return &mmk__be_copy;
+		if (automatic)
+			break;
 		return &mmk__be_mprotect;
 	case MMK_SNAP_AUTO:
 		break;
 	}
+	if ((s->opts.flags & MMK_SNAP_LAZY_LARGE) && len >= LAZY_MIN && lazy_ok(start, end, map_flags))
+		return &mmk__be_lazy;
 	/* Process scope: every async region shares one scan per call, so even
 	 * a one-page region costs almost nothing there, while a copy region
 	 * costs two copies per save/restore cycle. */
 	if (!automatic && len < COPY_MAX)
 		return &mmk__be_copy;
-	if (can_lazy(map_flags) && len >= LAZY_MIN)
-		return &mmk__be_lazy;
 	if (can_async())
 		return &mmk__be_async;
-	if (can_lazy(map_flags))
-		return &mmk__be_lazy;
-	if (!automatic && !mmk_features_get()->uffd_wp)
-		return &mmk__be_mprotect; /* no userfaultfd at all: faults by mprotect */
+	(void)f;
 	return &mmk__be_copy;
 }
 
@@ -225,25 +235,13 @@ static const mmk__backend *best_backend(const mmk__region *r)
 	double d = r->ewma_dirty, n = (double)r->npages;
 	const mmk__backend *cur = r->be;
 	/* Small regions stay where they are: every choice is cheap there and
-	 * switching is not. */
-	if (r->end - r->start < COPY_MAX)
+	 * switching is not.  Lazy regions were asked for (see lazy_ok). */
+	if (r->end - r->start < COPY_MAX || cur == &mmk__be_lazy || cur == &mmk__be_mprotect)
 		return cur;
 	/* hysteresis bands, so a region does not flap between backends */
 	if (cur == &mmk__be_copy ? d > 0.2 * n : d > 0.5 * n)
 		return &mmk__be_copy;
-	/* lazy only for large regions and a clear win: it depends on mmkit's
-	 * SIGBUS handler staying installed, and a restore cannot re-create a
-	 * lazy region that was unmapped */
-	double lazy = d * 2.5, async = n * 0.0007 + d * 0.5;
-	bool big = r->end - r->start >= LAZY_MIN / 4;
-	if (can_lazy(r->map_flags) &&
-	    ((big && (cur == &mmk__be_lazy ? lazy < async : 4 * lazy < async)) || !can_async()))
-		return &mmk__be_lazy;
-	if (can_async())
-		return &mmk__be_async;
-	if (can_lazy(r->map_flags))
-		return &mmk__be_lazy;
-	return !r->automatic && !mmk_features_get()->uffd_wp ? &mmk__be_mprotect : &mmk__be_copy;
+	return can_async() ? &mmk__be_async : &mmk__be_copy;
 }
 
 static void adapt(mmk_snap *s, mmk__region *r)
@@ -390,14 +388,16 @@ int mmk_snap_create(mmk_snap **out, const mmk_snap_opts *opts)
 	mmk_snap_opts o = { 0 };
 	if (opts)
 		o = *opts;
-	if ((unsigned)o.backend > MMK_SNAP_MPROTECT || (o.flags & ~MMK_SNAP_PARANOID))
+	if ((unsigned)o.backend > MMK_SNAP_MPROTECT ||
+	    (o.flags & ~(unsigned)(MMK_SNAP_PARANOID | MMK_SNAP_LAZY_LARGE)))
 		return -EINVAL;
 	if (o.backend == MMK_SNAP_AUTO && backend_from_env(&o.backend) < 0)
 		return -EINVAL;
 	const mmk_features *f = mmk_features_get();
 	if (o.backend == MMK_SNAP_ASYNC && !(f->uffd_wp_async && f->pagemap_scan))
 		return MMK_ENOFEAT;
-	if (o.backend == MMK_SNAP_LAZY && !(f->uffd_wp && f->uffd_sigbus))
+	if ((o.backend == MMK_SNAP_LAZY || (o.flags & MMK_SNAP_LAZY_LARGE)) &&
+	    !(f->uffd_wp && f->uffd_sigbus))
 		return MMK_ENOFEAT;
 	mmk_snap *s = mmk__self_calloc(1, sizeof *s);
 	if (!s)
@@ -452,6 +452,10 @@ int mmk_snap_add(mmk_snap *s, void *addr, size_t len)
 	uintptr_t a = start;
 	size_t first = s->nregions;
 	int rc = 0;
+	/* another object's (or this one's) tracking first: -EBUSY even where
+	 * that tracking has made the pages read-only (mprotect backend) */
+	if (mmk__snap_overlaps(start, end) && (rc = steal(s, start, end)) < 0)
+		return rc;
 	while (a < end) {
 		mmk__map m;
 		rc = mmk__maps_find(a, &m);

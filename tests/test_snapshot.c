@@ -752,16 +752,24 @@ static void test_process_nested(void **state)
  * mappings unmapped after the save come back with their contents */
 static char g_big[64 * PG] __attribute__((aligned(4096)));
 
-static void process_mappings_child(void)
+static void process_mappings_child(void **state)
 {
+	(void)state;
 	mmk_snap *s;
 	/* with lazy tracking of big anonymous mappings where the kernel has it,
 	 * so that the "vanished lazy region" path is exercised too */
 	mmk_snap_opts o = { .flags = backend_usable(MMK_SNAP_LAZY) ? MMK_SNAP_LAZY_LARGE : 0 };
 	assert_int_equal(mmk_snap_create(&s, &o), 0);
-	char *keep = mmap(NULL, 16 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	/* big and keep separated by a PROT_NONE page, so that the kernel
+	 * cannot merge them into one mapping */
+	size_t bl = 96UL << 20;
+	char *area = mmap(NULL, bl + 17 * PG, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(area != MAP_FAILED);
+	char *big = mmap(area, bl, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+	char *keep = mmap(area + bl + PG, 16 * PG, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+	assert_true(big == area && keep == area + bl + PG);
 	memset(keep, 'k', 16 * PG);
-	char *big = mmap(NULL, 96UL << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	big[5 * PG] = 'b';
 	/* exclusion cuts pages, not whole mappings: g_big's page 3 survives
 	 * restores, the rest of .bss (g_counter's neighbours, g_big's other
@@ -816,8 +824,9 @@ static void test_process_mappings(void **state)
 	 * (two objects never track the same memory) */
 	pid_t pid = fork();
 	if (pid == 0) {
-		process_mappings_child();
-		_exit(0);
+		/* its own cmocka run: a failure ends the child, not the suite */
+		const struct CMUnitTest t[] = { cmocka_unit_test(process_mappings_child) };
+		_exit(cmocka_run_group_tests_name("process scope (child)", t, NULL, NULL));
 	}
 	int status;
 	waitpid(pid, &status, 0);

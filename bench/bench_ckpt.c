@@ -379,9 +379,13 @@ int main(int argc, char **argv)
 
 	double ddv[32];
 	int cmp_fail = 0;
+	const char *only = getenv("MMK_BENCH_PAGES"); /* 4k or thp: one pass only */
 	for (int pass = 0; pass < 2; pass++) {
 		bool thp = pass == 1;
 		const char *pname = thp ? "thp" : "4k";
+		if (only && strcmp(only, pname))
+			continue;
+		bool do_dd = g_dd_secs == 0; /* in the first pass that runs */
 		bench_progress("%s: filling %zu MiB", pname, g_size >> 20);
 		prog p = { 0 };
 		p.mem = region(thp);
@@ -436,7 +440,7 @@ int main(int argc, char **argv)
 				ord[j] = t;
 			}
 			for (int i = 0; i < 3; i++) {
-				if (ord[i] == 0 && !thp) {
+				if (ord[i] == 0 && do_dd) {
 					bench_progress("%s: rep %d/%d dd", pname, r + 1, g_reps);
 					ddv[r] = run_dd(p.mem);
 				} else if (ord[i] == 1) {
@@ -448,7 +452,7 @@ int main(int argc, char **argv)
 				}
 			}
 		}
-		if (!thp) {
+		if (do_dd) {
 			g_dd_secs = bench_median(ddv, g_reps);
 			printf("dd bs=1M conv=fdatasync,-,%zu,,,,%.3f,%.0f,100,,,,\n", g_size >> 20, g_dd_secs,
 			       (double)g_size / g_dd_secs / 1e6);

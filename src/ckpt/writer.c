@@ -349,9 +349,10 @@ static long prepare(mmk_ckpt *c, ck_region *r, bool full)
 	if (!nr)
 		return 0;
 	size_t span = hi - lo + 1;
-	/* one ioctl costs ~0.3 us; the kernel walks ~25-100 ns per 4 KiB page
-	 * of a span: one ioctl over the span wins when runs are dense */
-	if (nr > 1 && nr * 8 > span) {
+	/* one ioctl costs ~0.8-2.5 us; the kernel walks ~25-150 ns per 4 KiB
+	 * page of a span: one ioctl over the span wins when runs are dense -
+	 * but only over a small span (a long walk would be all pause) */
+	if (nr > 1 && nr * 8 > span && span <= 2048) {
 		int rc = mmk__uffd_wp(&c->uffd, r->start + lo * MMK__PAGE, span * MMK__PAGE, true);
 		return rc < 0 ? rc : 1;
 	}

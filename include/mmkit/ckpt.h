@@ -72,7 +72,9 @@
  * regions and passes every other SIGBUS to the previously installed handler.
  *
  * Threads.  A mmk_ckpt handle is used by one thread at a time; the
- * background writer and the periodic timer are internal threads.
+ * background writer and the periodic timer are internal threads.  A handle
+ * does not survive fork(): the child has no writer thread and its copy of
+ * the regions is not tracked (use it in the parent only).
  */
 #ifndef MMKIT_CKPT_H
 #define MMKIT_CKPT_H

@@ -191,6 +191,8 @@ struct mmk_ckpt {
 	uint64_t next_gen, last_done_gen;
 	unsigned chain_len;
 	bool need_full;
+	bool protect_all;        /* an instant's re-protect failed: the next
+				    instant protects every tracked page */
 	/* periodic */
 	unsigned period_ms, period_flags;
 	bool timer_starting;     /* the worker is starting a periodic checkpoint */

@@ -492,11 +492,24 @@ static int start_locked(mmk_ckpt *c, unsigned flags)
 	atomic_store(&c->copied, 0);
 	long ioctls = 0;
 	int rc = 0;
+	if (c->protect_all) {
+		/* pages once meant to be protected may not be: protect all */
+		for (size_t i = 0; i < c->nregions && !rc; i++)
+			if (!c->regions[i]->copy_mode)
+				rc = mmk__uffd_wp(&c->uffd, c->regions[i]->start,
+						  c->regions[i]->end - c->regions[i]->start, true);
+		if (rc)
+			return rc;
+		c->protect_all = false;
+	}
 	for (size_t i = 0; i < c->nregions; i++) {
 		long n = prepare(c, c->regions[i], full);
-		if (n < 0 && !rc)
-			rc = (int)n; /* pages stay PENDING: the image is still right,
-				      * but some pages may have been written already */
+		if (n < 0 && !rc) {
+			/* some pages may not be protected: this image is
+			 * abandoned and the next instant protects everything */
+			rc = (int)n;
+			c->protect_all = true;
+		}
 		else if (n > 0)
 			ioctls += n;
 	}

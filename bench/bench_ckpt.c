@@ -505,8 +505,16 @@ int main(int argc, char **argv)
 		double ds_stall = med(ds, g_reps, offsetof(result, stall_ms));
 		printf("# %s: mmk_ckpt_add (protect the whole region once) %.2f ms; THP share of the region %.0f%%\n",
 		       pname, add_ms, 100 * thpf);
-		printf("# %s target pause <= 1 ms: full %.3f ms, steady delta %.3f ms (fork %.3f ms): %s\n", pname,
-		       full_stall, ds_stall, fork_stall, full_stall <= 1 && ds_stall <= 1 ? "met" : "NOT met");
+		double full_start = med(full, g_reps, offsetof(result, start_ms));
+		double ds_start = med(ds, g_reps, offsetof(result, start_ms));
+		double fork_start = med(fk, g_reps, offsetof(result, start_ms));
+		double ctl_stall = med(ctl, g_reps, offsetof(result, stall_ms));
+		printf("# %s target pause <= 1 ms (program stopped for the instant): full %.3f ms, steady delta %.3f ms "
+		       "(fork() %.3f ms): %s\n",
+		       pname, full_start, ds_start, fork_start, full_start <= 1 && ds_start <= 1 ? "met" : "NOT met");
+		printf("# %s longest stall of the program during the checkpoint: full %.3f ms, steady delta %.3f ms, "
+		       "fork %.3f ms; with no checkpoint at all (control) %.3f ms\n",
+		       pname, full_stall, ds_stall, fork_stall, ctl_stall);
 		printf("# %s target extra memory <= pages written during it: %.1f MiB vs %.1f MiB written: %s\n",
 		       pname, full_extra / 1048576, full_wr / 1048576, full_extra <= full_wr ? "met" : "NOT met");
 		printf("# %s target throughput >= 80%% of dd: %.0f%%: %s\n", pname, full_pct,

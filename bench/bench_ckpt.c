@@ -263,8 +263,8 @@ static result run_mmkit(prog *p, mmk_ckpt *c, unsigned flags, bool quiet_writer)
 	mmk_ckpt_stats st;
 	mmk_ckpt_stats_get(c, &st);
 	if (g_debug) {
-		fprintf(stderr, "mmkit: call %.3f ms (prepare %.3f, instant %.3f, ioctls %zu), total %.3f s\n",
-			(t1 - t0) * 1e3, st.last_prepare_us / 1e3, st.last_start_us / 1e3, st.last_reprotect_ioctls,
+		fprintf(stderr, "mmkit: call %.3f ms (prepare %.3f, instant %.3f, copied %zu), total %.3f s\n",
+			(t1 - t0) * 1e3, st.last_prepare_us / 1e3, st.last_start_us / 1e3, st.last_instant_copies,
 			t2 - t0);
 		for (int k = 0; k < atomic_load(&p->nstall) && k < 64; k++)
 			fprintf(stderr, "  stall at +%.3f ms: %.3f ms\n", (p->stall_at[k] - t0) * 1e3,

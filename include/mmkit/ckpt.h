@@ -34,17 +34,18 @@
  * `max_chain` deltas (and after mmk_ckpt_add), the next image is full.
  * mmk_ckpt_compact() folds a chain into one full image.
  *
- * Pause.  mmk_ckpt_start() re-protects the pages dirtied since the previous
- * checkpoint, one UFFDIO_WRITEPROTECT per run of dirty pages (or one over
- * their span when the runs are dense), and marks the pages of this
- * checkpoint pending: O(dirty pages), independent of the region size for
- * sparse writes (plus a scan of one byte per page, ~30 us per GiB).  A
- * re-protect costs ~0.8 us per run, ~2.5 us when another thread of the
- * process runs on another CPU (a TLB shoot-down).  To keep the instant
- * short, most of that work is done beforehand while the program runs:
- * mmk_ckpt_prepare(), automatically with opts.quiesce, and in the
- * background with opts.sweep_ms.  mmk_ckpt_add() protects the whole region once (for 4 KiB
- * pages ~10-25 ms per GiB; ~0.1 ms for transparent-huge-page memory).
+ * Pause.  The pages dirtied since the previous checkpoint must not change
+ * the image: mmkit re-protects them *before* the instant, while the
+ * program runs (mmk_ckpt_prepare(): one UFFDIO_WRITEPROTECT per run of
+ * dirty pages, ~1-2.5 us each, more with TLB shoot-downs to other CPUs;
+ * several passes, like pre-copy live migration; automatic with
+ * opts.quiesce, and in the background with opts.sweep_ms).  The instant
+ * itself - the part that needs the writers quiesced - marks the protected
+ * pages of this checkpoint pending and copies aside the few pages dirtied
+ * during the last pass (a memcpy each, no system call): a scan of one byte
+ * per page (~40 us per GiB) plus those copies, independent of how much the
+ * program wrote before.  mmk_ckpt_add() protects the whole region once (for
+ * 4 KiB pages ~10-25 ms per GiB; ~0.1 ms for transparent-huge-page memory).
  *
  * Images.  DIR/ckpt-GGGGGGGGGGGGGGGG.img (G = generation, hexadecimal,
  * increasing).  An image is written to DIR/.ckpt-G.tmp, made durable
@@ -201,7 +202,7 @@ typedef struct mmk_ckpt_stats {
 	double last_write_s;            /* start to durable */
 	size_t last_copied;             /* pages copied by the fault handler */
 	size_t last_peak_held;          /* most pages held aside at once */
-	size_t last_reprotect_ioctls;   /* ioctls of the start */
+	size_t last_instant_copies;     /* pages copied at the instant */
 	unsigned long long faults;      /* write-protect faults handled, total */
 } mmk_ckpt_stats;
 

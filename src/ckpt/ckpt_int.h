@@ -13,11 +13,19 @@
  *   COPYING a fault handler is copying it aside, then un-protecting it
  *   COPIED  its checkpoint-instant content is in the side store; the page
  *           itself is unprotected and being written by the program
+ *   ICOPIED the same, copied at the instant itself (it was DIRTY then): after
+ *           the image is written the writer re-protects it and compares it
+ *           with that copy, so an unchanged page is CLEAN again and stays
+ *           out of the next delta
  *
- * Transitions.  Start (writers quiesced): DIRTY->PENDING with a re-protect,
- * DIRTY_P->PENDING, and for a full image CLEAN->PENDING.  Writer:
- * PENDING->WRITING->CLEAN, COPIED->DIRTY; abandoning an image:
- * PENDING->DIRTY_P, COPIED->DIRTY.  Fault handler: CLEAN|DIRTY_P|DIRTY->UNPROT->
+ * Transitions.  Start (writers quiesced): DIRTY->ICOPIED (copied aside
+ * at the instant, no system call), DIRTY_P->PENDING, and for a full image
+ * CLEAN->PENDING.  Writer:
+ * PENDING->WRITING->CLEAN, COPIED|ICOPIED->DIRTY; abandoning an image:
+ * PENDING->DIRTY_P, COPIED|ICOPIED->DIRTY.  Recheck (writer, after the
+ * image, still inside the checkpoint so no sweep or instant runs): each
+ * former ICOPIED page DIRTY->DIRTY_P, re-protect, compare with its instant
+ * copy, equal: DIRTY_P->CLEAN (the CAS fails if a write fault intervened).  Fault handler: CLEAN|DIRTY_P|DIRTY->UNPROT->
  * (un-protect)->DIRTY, PENDING->COPYING->(copy, un-protect)->COPIED; on
  * UNPROT, WRITING or COPYING it spins until the other side is done.
  * Sweeper (not during a checkpoint, under the handle lock, program running):
@@ -47,7 +55,7 @@
 
 enum {
 	CK_CLEAN = 0, CK_DIRTY = 1, CK_PENDING = 2, CK_WRITING = 3, CK_COPYING = 4, CK_COPIED = 5,
-	CK_DIRTY_P = 6, CK_UNPROT = 7
+	CK_DIRTY_P = 6, CK_UNPROT = 7, CK_ICOPIED = 8
 };
 
 /* ---- on-disk format (little-endian, this machine's layout) ---------------- */
@@ -166,8 +174,11 @@ typedef struct ck_region {
 	uint32_t *crc;
 	size_t n;
 	bool dense;
-	/* start scratch: runs to re-protect */
+	/* sweep scratch: runs to re-protect */
 	uint64_t *runs;          /* pairs (first, count), npages/2+1 */
+	/* pages copied at the instant, to re-check after the image */
+	uint32_t *recheck;       /* npages, NORESERVE */
+	size_t nrecheck;
 } ck_region;
 
 struct mmk_ckpt {

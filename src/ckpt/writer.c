@@ -133,6 +133,8 @@ static void region_free(mmk_ckpt *c, ck_region *r)
 		mmk__self_free(r->side, r->npages * MMK__PAGE);
 	if (r->runs)
 		mmk__self_free(r->runs, (r->npages / 2 + 1) * 2 * sizeof(uint64_t));
+	if (r->recheck)
+		mmk__self_free(r->recheck, r->npages * sizeof(uint32_t));
 	if (r->idx)
 		mmk__self_free(r->idx, r->npages * sizeof(uint32_t));
 	if (r->crc)
@@ -263,7 +265,8 @@ int mmk_ckpt_add(mmk_ckpt *c, const char *name, void *addr, size_t len)
 	r->st = mmk__self_alloc(r->npages);
 	r->side = mmk__self_alloc(r->npages * MMK__PAGE);
 	r->runs = mmk__self_alloc((r->npages / 2 + 1) * 2 * sizeof(uint64_t));
-	if (!r->st || !r->side || !r->runs) {
+	r->recheck = mmk__self_alloc(r->npages * sizeof(uint32_t));
+	if (!r->st || !r->side || !r->runs || !r->recheck) {
 		region_free(c, r);
 		pthread_mutex_unlock(&c->lock);
 		return -ENOMEM;
@@ -293,8 +296,12 @@ static void peak_add(mmk_ckpt *c, size_t n)
 		;
 }
 
-/* mark this checkpoint's pages PENDING and re-protect the dirty ones;
- * returns the number of ioctls or -errno */
+/* The instant, for region r: pages still protected (CLEAN for a full
+ * image, DIRTY_P) become PENDING; pages dirtied since the last sweep pass
+ * (DIRTY, unprotected) are copied aside now and become COPIED - a memcpy
+ * (~0.3-1 us) instead of a re-protect ioctl (~1-20 us with the TLB
+ * shoot-down), and the next sweep re-protects them.  Returns the number of
+ * pages copied. */
 static long prepare(mmk_ckpt *c, ck_region *r, bool full)
 {
 	if (r->copy_mode) {
@@ -302,11 +309,10 @@ static long prepare(mmk_ckpt *c, ck_region *r, bool full)
 		memset((void *)r->st, CK_COPIED, r->npages);
 		peak_add(c, r->npages);
 		atomic_fetch_add(&c->copied, r->npages);
-		return 0;
+		return (long)r->npages;
 	}
 	uint8_t *st = (uint8_t *)r->st; /* threads writing the region are quiesced */
-	uint64_t *runs = r->runs;
-	size_t nr = 0, lo = SIZE_MAX, hi = 0;
+	size_t ncopy = 0;
 	size_t nw = r->npages / 8;
 	const uint64_t pend8 = 0x0202020202020202ull;
 	for (size_t w = 0; w <= nw; w++) {
@@ -329,40 +335,21 @@ static long prepare(mmk_ckpt *c, ck_region *r, bool full)
 		}
 		for (size_t i = i0; i < i1; i++) {
 			if (st[i] == CK_DIRTY) {
-				st[i] = CK_PENDING;
-				if (nr && runs[2 * (nr - 1)] + runs[2 * (nr - 1) + 1] == i) {
-					runs[2 * (nr - 1) + 1]++;
-				} else {
-					runs[2 * nr] = i;
-					runs[2 * nr + 1] = 1;
-					nr++;
-				}
-				if (i < lo)
-					lo = i;
-				hi = i;
+				mmk__copy(r->side + i * MMK__PAGE, (const void *)(r->start + i * MMK__PAGE),
+					  MMK__PAGE);
+				st[i] = CK_ICOPIED;
+				ncopy++;
 			} else if (st[i] == CK_DIRTY_P || (full && st[i] == CK_CLEAN)) {
 				st[i] = CK_PENDING; /* protected already */
 			}
 		}
 	}
+	if (ncopy) {
+		peak_add(c, ncopy);
+		atomic_fetch_add(&c->copied, ncopy);
+	}
 	atomic_thread_fence(memory_order_seq_cst);
-	if (!nr)
-		return 0;
-	size_t span = hi - lo + 1;
-	/* one ioctl costs ~0.8-2.5 us; the kernel walks ~25-150 ns per 4 KiB
-	 * page of a span: one ioctl over the span wins when runs are dense -
-	 * but only over a small span (a long walk would be all pause) */
-	if (nr > 1 && nr * 8 > span && span <= 2048) {
-		int rc = mmk__uffd_wp(&c->uffd, r->start + lo * MMK__PAGE, span * MMK__PAGE, true);
-		return rc < 0 ? rc : 1;
-	}
-	for (size_t k = 0; k < nr; k++) {
-		int rc = mmk__uffd_wp(&c->uffd, r->start + runs[2 * k] * MMK__PAGE,
-				      runs[2 * k + 1] * MMK__PAGE, true);
-		if (rc < 0)
-			return rc;
-	}
-	return (long)nr;
+	return (long)ncopy;
 }
 
 /* ---- sweeping: re-protect dirty pages while the program runs -------------------- */
@@ -490,7 +477,7 @@ static int start_locked(mmk_ckpt *c, unsigned flags)
 		    c->chain_len + 1 > c->opts.max_chain;
 	atomic_store(&c->held_peak, 0);
 	atomic_store(&c->copied, 0);
-	long ioctls = 0;
+	long copied = 0;
 	int rc = 0;
 	if (c->protect_all) {
 		/* pages once meant to be protected may not be: protect all */
@@ -502,26 +489,17 @@ static int start_locked(mmk_ckpt *c, unsigned flags)
 			return rc;
 		c->protect_all = false;
 	}
-	for (size_t i = 0; i < c->nregions; i++) {
-		long n = prepare(c, c->regions[i], full);
-		if (n < 0 && !rc) {
-			/* some pages may not be protected: this image is
-			 * abandoned and the next instant protects everything */
-			rc = (int)n;
-			c->protect_all = true;
-		}
-		else if (n > 0)
-			ioctls += n;
-	}
+	for (size_t i = 0; i < c->nregions; i++)
+		copied += prepare(c, c->regions[i], full);
 	c->job = true;
 	c->job_full = full;
 	c->job_gen = c->next_gen++;
 	c->job_parent = full ? 0 : c->last_done_gen;
 	c->job_t0 = t0;
 	c->stats.generation = c->job_gen;
-	c->stats.last_reprotect_ioctls = (size_t)ioctls;
+	c->stats.last_instant_copies = (size_t)copied;
 	c->stats.last_start_us = (mmk__ck_mono() - t0) * 1e6;
-	c->last_result = rc; /* a failed re-protect fails this checkpoint */
+	c->last_result = rc;
 	pthread_cond_broadcast(&c->cv);
 	return (int)c->job_gen;
 }
@@ -629,8 +607,9 @@ int mmk_ckpt_stats_get(mmk_ckpt *c, mmk_ckpt_stats *st)
 /* ---- the writer ------------------------------------------------------------------- */
 
 /* Take page i out of the running checkpoint; its checkpoint-instant image
- * goes to dst (NULL: the checkpoint is abandoned, the page becomes DIRTY).
- * Returns 1 if the image came from the side store. */
+ * goes to dst (NULL: the checkpoint is abandoned, the page becomes dirty).
+ * Returns 0 (read from the page), 1 (from the side store: release it) or
+ * 2 (from the side store, copied at the instant: keep it for the recheck). */
 static int take(ck_region *r, size_t i, char *dst)
 {
 	_Atomic uint8_t *s = &r->st[i];
@@ -656,10 +635,11 @@ static int take(ck_region *r, size_t i, char *dst)
 				sched_yield();
 			continue;
 		case CK_COPIED:
+		case CK_ICOPIED:
 			if (dst)
 				memcpy(dst, r->side + i * MMK__PAGE, MMK__PAGE);
 			atomic_store_explicit(s, CK_DIRTY, memory_order_release);
-			return 1;
+			return v == CK_ICOPIED && dst && !r->copy_mode ? 2 : 1;
 		default:
 			return 0; /* not in the checkpoint (cannot happen) */
 		}
@@ -668,31 +648,85 @@ static int take(ck_region *r, size_t i, char *dst)
 
 static bool in_ckpt(uint8_t v)
 {
-	return v == CK_PENDING || v == CK_COPYING || v == CK_COPIED || v == CK_WRITING;
+	return v == CK_PENDING || v == CK_COPYING || v == CK_COPIED || v == CK_WRITING || v == CK_ICOPIED;
 }
 
-static void release_side(mmk_ckpt *c, ck_region *r, size_t lo, size_t hi, size_t n)
+/* side-store pages to give back, merged into runs */
+typedef struct side_runs {
+	size_t lo, n, count;
+} side_runs;
+
+static void side_flush(mmk_ckpt *c, ck_region *r, side_runs *sr)
 {
-	if (!n)
+	if (sr->n) {
+		(void)madvise(r->side + sr->lo * MMK__PAGE, sr->n * MMK__PAGE, MADV_DONTNEED);
+		atomic_fetch_sub(&c->held_now, sr->n);
+	}
+	sr->n = 0;
+}
+
+static void side_release(mmk_ckpt *c, ck_region *r, side_runs *sr, size_t i)
+{
+	if (sr->n && i == sr->lo + sr->n) {
+		sr->n++;
 		return;
-	(void)madvise(r->side + lo * MMK__PAGE, (hi - lo + 1) * MMK__PAGE, MADV_DONTNEED);
-	atomic_fetch_sub(&c->held_now, n);
+	}
+	side_flush(c, r, sr);
+	sr->lo = i;
+	sr->n = 1;
+}
+
+/* After the image: pages copied at the instant that the program has not
+ * written since are CLEAN again (re-protected, compared with their copy),
+ * so the next delta does not hold them. */
+static void recheck(mmk_ckpt *c, ck_region *r)
+{
+	side_runs sr = { 0 };
+	size_t k = 0;
+	while (k < r->nrecheck) {
+		/* claim a run of consecutive pages, protect it, compare */
+		size_t j = k;
+		while (j < r->nrecheck && (j == k || r->recheck[j] == r->recheck[j - 1] + 1) && j - k < 512)
+			j++;
+		size_t lo = r->recheck[k], n = j - k;
+		bool claimed[512];
+		for (size_t t = 0; t < n; t++) {
+			uint8_t v = CK_DIRTY;
+			claimed[t] = atomic_compare_exchange_strong(&r->st[lo + t], &v, CK_DIRTY_P);
+		}
+		int rc = mmk__uffd_wp(&c->uffd, r->start + lo * MMK__PAGE, n * MMK__PAGE, true);
+		for (size_t t = 0; t < n; t++) {
+			size_t i = lo + t;
+			if (claimed[t]) {
+				uint8_t v = CK_DIRTY_P;
+				if (rc < 0)
+					atomic_compare_exchange_strong(&r->st[i], &v, CK_DIRTY);
+				else if (!mmk__cmp((const void *)(r->start + i * MMK__PAGE), r->side + i * MMK__PAGE,
+						   MMK__PAGE))
+					atomic_compare_exchange_strong(&r->st[i], &v, CK_CLEAN);
+			}
+			side_release(c, r, &sr, i);
+		}
+		k = j;
+	}
+	side_flush(c, r, &sr);
+	r->nrecheck = 0;
 }
 
 /* stream the pages of region r from data offset off; err: abandon mode */
 static int write_region(mmk_ckpt *c, ck_region *r, int fd, uint64_t off, int err, uint64_t *kicked)
 {
-	size_t fill = 0, slo = SIZE_MAX, shi = 0, sn = 0;
+	size_t fill = 0;
+	side_runs sr = { 0 };
 	uint64_t boff = off;
 	for (size_t k = 0; k < r->n; k++) {
 		size_t i = r->dense ? k : r->idx[k];
 		char *dst = err ? NULL : c->buf + fill;
-		if (take(r, i, dst)) {
-			if (i < slo)
-				slo = i;
-			shi = i;
-			sn++;
-		}
+		int from = take(r, i, dst);
+		if (from == 1)
+			side_release(c, r, &sr, i);
+		else if (from == 2)
+			r->recheck[r->nrecheck++] = (uint32_t)i;
 		if (!err) {
 			r->crc[k] = mmk__ck_crc32c(0, dst, MMK__PAGE);
 			fill += MMK__PAGE;
@@ -702,10 +736,7 @@ static int write_region(mmk_ckpt *c, ck_region *r, int fd, uint64_t off, int err
 				err = mmk__ck_pwrite(fd, c->buf, fill, boff);
 			boff += fill;
 			fill = 0;
-			release_side(c, r, slo, shi, sn);
-			slo = SIZE_MAX;
-			shi = 0;
-			sn = 0;
+			side_flush(c, r, &sr);
 			if (!err && boff - *kicked >= CK_KICK) {
 				/* start writeback now: the disk works while we copy */
 				(void)sync_file_range(fd, (off_t)*kicked, (off_t)(boff - *kicked),
@@ -714,7 +745,7 @@ static int write_region(mmk_ckpt *c, ck_region *r, int fd, uint64_t off, int err
 			}
 		}
 	}
-	release_side(c, r, slo, shi, sn);
+	side_flush(c, r, &sr);
 	return err;
 }
 
@@ -821,6 +852,8 @@ static int write_image(mmk_ckpt *c)
 		close(fd);
 	if (err)
 		(void)unlink(tmp);
+	for (size_t ri = 0; ri < c->nregions; ri++)
+		recheck(c, c->regions[ri]);
 	/* give back index and checksum memory */
 	for (size_t ri = 0; ri < c->nregions; ri++) {
 		ck_region *r = c->regions[ri];

@@ -323,13 +323,14 @@ static long prepare(mmk_ckpt *c, ck_region *r, bool full)
 			uint64_t v;
 			memcpy(&v, st + i0, 8);
 			/* every byte CLEAN (0) or DIRTY_P (6): protected already */
-			if (v == 0 || (full && (v & 0xf9f9f9f9f9f9f9f9ull) == 0)) {
-				if (full)
+			if ((v & 0xf9f9f9f9f9f9f9f9ull) == 0) {
+				if (full) {
 					memcpy(st + i0, &pend8, 8);
-				else if (v)
-					for (size_t i = i0; i < i1; i++)
-						if (st[i] == CK_DIRTY_P)
-							st[i] = CK_PENDING;
+				} else if (v) {
+					/* DIRTY_P (6) -> PENDING (2), CLEAN stays */
+					v &= 0xfbfbfbfbfbfbfbfbull;
+					memcpy(st + i0, &v, 8);
+				}
 				continue;
 			}
 		}

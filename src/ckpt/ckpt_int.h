@@ -53,6 +53,14 @@
 #include <stdatomic.h>
 #include "sys/sys.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+#define CK_CPU_RELAX() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define CK_CPU_RELAX() __asm__ __volatile__("yield")
+#else
+#define CK_CPU_RELAX() ((void)0)
+#endif
+
 enum {
 	CK_CLEAN = 0, CK_DIRTY = 1, CK_PENDING = 2, CK_WRITING = 3, CK_COPYING = 4, CK_COPIED = 5,
 	CK_DIRTY_P = 6, CK_UNPROT = 7, CK_ICOPIED = 8

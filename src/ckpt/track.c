@@ -97,7 +97,7 @@ static void chain(int sig, siginfo_t *si, void *uc)
 static inline void spin(unsigned *k)
 {
 	if (++*k < 64)
-		__builtin_ia32_pause();
+		CK_CPU_RELAX();
 	else
 		sched_yield();
 }

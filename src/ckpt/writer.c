@@ -18,6 +18,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -631,7 +632,7 @@ static int take(ck_region *r, size_t i, char *dst)
 			return 0;
 		case CK_COPYING:
 			if (++k < 64)
-				__builtin_ia32_pause();
+				CK_CPU_RELAX();
 			else
 				sched_yield();
 			continue;

@@ -66,7 +66,8 @@
  * an mmk_rvm region built on one), or userfaultfd unavailable - is
  * checkpointed in "copy" mode: mmk_ckpt_start() copies it entirely (pause
  * proportional to its size) and every image holds all of its pages.
- * mmk_ckpt_stats_get() reports how many regions use each mode.
+ * mmk_ckpt_stats_get() reports how many regions use each mode; the
+ * environment variable MMK_CKPT_COPY=1 forces copy mode (diagnostics).
  *
  * Signals.  mmkit installs a SIGBUS handler (re-installed on each start if
  * someone replaced it) that handles write-protect faults on checkpointed

@@ -190,6 +190,9 @@ static int track(mmk_ckpt *c, ck_region *r)
 {
 	if (c->uffd_err)
 		return c->uffd_err;
+	const char *force = getenv("MMK_CKPT_COPY"); /* diagnostics: copy mode only */
+	if (force && *force && *force != '0')
+		return MMK_ENOFEAT;
 	const mmk_features *f = mmk_features_get();
 	if (c->uffd.fd < 0) {
 		if (!f->uffd || !f->uffd_wp || !f->uffd_sigbus) {

@@ -13,6 +13,10 @@ for p in afl-clang-fast afl-showmap afl-fuzz; do
   command -v $p >/dev/null 2>&1 || { echo "SKIP: $p not installed (Debian afl++; scripts/deps.sh bench)"; exit 77; }
 done
 [ -f "$build/libmmkit.a" ] || { echo "SKIP: $build/libmmkit.a not built"; exit 77; }
+if grep -q '^MMK_SANITIZE:BOOL=ON' "$build/CMakeCache.txt" 2>/dev/null; then
+  echo "SKIP: sanitized build: AFL++ targets are not linked with the sanitizer runtime (covered by the normal build)"
+  exit 77
+fi
 w=$(mktemp -d) || exit 1
 trap 'rm -rf "$w"' EXIT
 fail() { echo "FAIL: $*"; exit 1; }

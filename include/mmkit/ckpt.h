@@ -19,13 +19,14 @@
  * the writing thread, copies the page aside before letting the write
  * proceed (copy-before-write, ~2 us).  Pages already saved are not held.
  * Extra memory during a checkpoint is therefore the pages written during it
- * that were not saved yet (plus a 2 MiB write buffer and 4 bytes of checksum
- * per page written).  Other threads may write the regions at any time
- * except during the mmk_ckpt_start() call itself: like a snapshot save, the
- * caller quiesces threads that write tracked memory for the duration of the
- * call (it costs O(pages written since the previous checkpoint); see
- * "Pause").  The background writer never blocks the program: a fault on a
- * page the writer is copying waits at most for that one page copy.
+ * that were not saved yet, plus the few pages copied at the instant (see
+ * "Pause"), a 2 MiB write buffer and 4 bytes of checksum per page written.
+ * Other threads may write the regions at any time except during the
+ * instant: like a snapshot save, the threads that write tracked memory are
+ * quiesced for it - by mmkit through opts.quiesce, or by the caller around
+ * mmk_ckpt_start().  The background writer never blocks the program: a
+ * fault on a page the writer is copying waits at most for that one page
+ * copy.
  *
  * Incremental.  Between checkpoints the regions stay write-protected; the
  * first write to a page after a checkpoint faults once and marks it dirty.
@@ -139,8 +140,11 @@ enum {
 MMK_API int mmk_ckpt_prepare(mmk_ckpt *c);
 
 /* Start a checkpoint of every region, as of now; the image is written by a
- * background thread.  Returns its generation (> 0) - with MMK_CKPT_WAIT
- * only once the image is durable, else at once.
+ * background thread.  With opts.quiesce: first mmk_ckpt_prepare() (the
+ * program running), then quiesce(1), the instant, quiesce(0); without it
+ * the call is the instant and the caller has quiesced the writers.
+ * Returns its generation (> 0) - with MMK_CKPT_WAIT only once the image is
+ * durable, else at once.
  * Errors: -EINVAL no region; -EBUSY a checkpoint is still being written
  * (mmk_ckpt_wait first); with MMK_CKPT_WAIT those of mmk_ckpt_wait. */
 MMK_API int mmk_ckpt_start(mmk_ckpt *c, unsigned flags);

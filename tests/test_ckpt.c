@@ -835,6 +835,78 @@ static void test_periodic(void **state)
 
 /* ---- copy mode: a region the snapshot engine tracks, next to a tracked one -------------- */
 
+/* the other order: the snapshot engine installs its SIGBUS handler on top
+ * of ours, then ours goes on top again at the next start; faults of both
+ * and a genuine SIGBUS elsewhere still go where they belong */
+static void test_handler_order(void **state)
+{
+	(void)state;
+	char dir[256];
+	mkdir_fresh(dir, sizeof dir, "order");
+	size_t len = 32 * PG;
+	char *t = map(len), *s1 = map(len);
+	memset(t, 2, len);
+	memset(s1, 1, len);
+	mmk_ckpt *c;
+	assert_int_equal(mmk_ckpt_create(&c, dir, NULL), 0);
+	assert_int_equal(mmk_ckpt_add(c, "plain", t, len), 0);
+	mmk_snap *sn;
+	int rc = mmk_snap_create(&sn, &(mmk_snap_opts){ .backend = MMK_SNAP_LAZY });
+	if (rc == 0 && (rc = mmk_snap_add(sn, s1, len)) != 0)
+		mmk_snap_destroy(sn);
+	if (rc == MMK_ENOFEAT) {
+		mmk_ckpt_destroy(c);
+		rm_dir(dir);
+		MMK_SKIP("snapshot lazy backend unavailable on this kernel");
+	}
+	assert_int_equal(rc, 0);
+	assert_true(mmk_snap_save(sn) > 0);
+	for (int round = 0; round < 3; round++) {
+		t[round * PG] = (char)(10 + round);  /* ours */
+		s1[round * PG] = (char)(20 + round); /* the snapshot's */
+		char *mt = malloc(len);
+		memcpy(mt, t, len);
+		assert_true(mmk_ckpt_start(c, 0) > 0); /* ours on top again */
+		t[(round + 8) * PG] = 7;
+		s1[(round + 8) * PG] = 7;
+		assert_int_equal(mmk_ckpt_wait(c), 0);
+		expect_image(dir, "plain", mt, len);
+		free(mt);
+		assert_int_equal(mmk_snap_restore(sn), 0);
+		assert_int_equal(s1[round * PG], 1);
+		assert_int_equal(s1[(round + 8) * PG], 1);
+	}
+	/* a genuine SIGBUS (past the end of a file mapping) still kills */
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		signal(SIGBUS, SIG_DFL);
+		mmk_ckpt *c2;
+		char d2[300];
+		snprintf(d2, sizeof d2, "%s/child", dir);
+		char *u = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (mmk_ckpt_create(&c2, d2, NULL) || mmk_ckpt_add(c2, "u", u, PG))
+			_exit(3);
+		char path[320];
+		snprintf(path, sizeof path, "%s/empty", dir);
+		int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+		char *f = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		if (f == MAP_FAILED)
+			_exit(4);
+		f[0] = 1; /* SIGBUS: no page behind it */
+		_exit(5);
+	}
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFSIGNALED(st));
+	assert_int_equal(WTERMSIG(st), SIGBUS);
+	mmk_snap_destroy(sn);
+	mmk_ckpt_destroy(c);
+	munmap(t, len);
+	munmap(s1, len);
+	rm_dir(dir);
+}
+
 static void test_snapshot_region(void **state)
 {
 	(void)state;
@@ -1028,6 +1100,7 @@ int main(void)
 		cmocka_unit_test(test_enospc),
 		cmocka_unit_test(test_periodic),
 		cmocka_unit_test(test_snapshot_region),
+		cmocka_unit_test(test_handler_order),
 		cmocka_unit_test(test_prewrite),
 		cmocka_unit_test(test_rvm_paged),
 		cmocka_unit_test(test_rvm_explicit),

@@ -352,11 +352,17 @@ int main(int argc, char **argv)
 {
 	bench_mode mode = bench_parse_mode(argc, argv);
 	g_debug = getenv("MMK_BENCH_DEBUG") != NULL;
+	/* default (the main job's ~5 min budget): 1 GiB, 4 KiB pages, 2
+	 * repetitions; --full adds the THP pass and 5 repetitions */
+	bool thp_pass = false;
 	if (mode == BENCH_QUICK) {
 		g_size = 64ul << 20;
 		g_reps = 2;
 	} else if (mode == BENCH_FULL) {
 		g_reps = 5;
+		thp_pass = true;
+	} else {
+		g_reps = 2;
 	}
 	const char *base = getenv("MMK_BENCH_DIR");
 	snprintf(g_dir, sizeof g_dir, "%s/mmk-bench-ckpt-%d", base ? base : "/var/tmp", (int)getpid());
@@ -380,10 +386,12 @@ int main(int argc, char **argv)
 	double ddv[32];
 	int cmp_fail = 0;
 	const char *only = getenv("MMK_BENCH_PAGES"); /* 4k or thp: one pass only */
+	if (!thp_pass && !only)
+		printf("# huge pages (THP) pass: --full or MMK_BENCH_PAGES=thp\n");
 	for (int pass = 0; pass < 2; pass++) {
 		bool thp = pass == 1;
 		const char *pname = thp ? "thp" : "4k";
-		if (only && strcmp(only, pname))
+		if (only ? strcmp(only, pname) != 0 : (thp && !thp_pass))
 			continue;
 		bool do_dd = g_dd_secs == 0; /* in the first pass that runs */
 		bench_progress("%s: filling %zu MiB", pname, g_size >> 20);

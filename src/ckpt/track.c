@@ -9,14 +9,14 @@
  *     writer thread to finish copying the same page): async-signal-safe;
  *   - it copies a PENDING page aside before un-protecting it, so the page's
  *     checkpoint-instant content is never lost (see ckpt_int.h);
- *   - a SIGBUS that is not a write fault on one of our regions goes to the
- *     handler installed before ours (which may be the snapshot engine's);
- *     if the chain loops back to us (handlers that re-install themselves on
- *     top of each other), the signal takes its default action;
+ *   - faults arrive through mmkit's one SIGBUS handler (the snapshot
+ *     engine's, which asks its lazy regions, then us, then treats the fault
+ *     as foreign: mmk_try or the handler installed before mmkit's);
  *   - process-wide state: one block in mmkit's own memory, reached through
  *     a pointer set once by a constructor (like sys/state.h's).
  */
 #include "ckpt/ckpt_int.h"
+#include "snapshot/snap.h"
 
 #include <errno.h>
 #include <sched.h>
@@ -26,15 +26,12 @@
 #include <unistd.h>
 
 #define CK_REG_MAX 1024
-#define CK_LOOP_MARK 0x6d6b636b /* in si_errno while we chain */
 
 typedef struct ck_registry {
 	pthread_mutex_t lock;
 	ck_region *_Atomic r[CK_REG_MAX];
 	_Atomic size_t n;
 	_Atomic long active;     /* handlers inside a region of ours */
-	struct sigaction old;
-	bool installed;
 } ck_registry;
 
 static ck_registry *g_ck; /* set once by the constructor, never changed */
@@ -71,28 +68,6 @@ static ck_region *find(uintptr_t a)
 	return NULL;
 }
 
-static void chain(int sig, siginfo_t *si, void *uc)
-{
-	struct sigaction *old = &g_ck->old;
-	if (si->si_errno != CK_LOOP_MARK) {
-		int saved = si->si_errno;
-		si->si_errno = CK_LOOP_MARK;
-		if (old->sa_flags & SA_SIGINFO) {
-			if (old->sa_sigaction) {
-				old->sa_sigaction(sig, si, uc);
-				si->si_errno = saved;
-				return;
-			}
-		} else if (old->sa_handler != SIG_DFL && old->sa_handler != SIG_IGN) {
-			old->sa_handler(sig);
-			si->si_errno = saved;
-			return;
-		}
-		si->si_errno = saved;
-	}
-	/* default action: the fault happens again and kills the process */
-	signal(sig, SIG_DFL);
-}
 
 static inline void spin(unsigned *k)
 {
@@ -149,56 +124,29 @@ int mmk__ck_handle(ck_region *r, uintptr_t page)
 	}
 }
 
-static void on_sigbus(int sig, siginfo_t *si, void *uc)
+/* Our write faults, claimed through mmkit's one SIGBUS handler (the
+ * snapshot engine's, src/snapshot/lazy.c): it asks its own lazy regions,
+ * then us, and only then treats the fault as foreign (mmk_try, or the
+ * handler installed before mmkit's). */
+static bool ck_claim(int sig, siginfo_t *si)
 {
-	int saved_errno = errno;
+	(void)sig;
 	ck_registry *g = g_ck;
-	if (g && si->si_code == BUS_ADRERR) {
-		atomic_fetch_add(&g->active, 1);
-		uintptr_t a = (uintptr_t)si->si_addr;
-		ck_region *r = find(a);
-		if (r && mmk__ck_handle(r, MMK__PAGE_DOWN(a)) == 0) {
-			atomic_fetch_sub(&g->active, 1);
-			errno = saved_errno;
-			return;
-		}
-		atomic_fetch_sub(&g->active, 1);
-	}
-	chain(sig, si, uc);
-	errno = saved_errno;
+	if (!g || si->si_code != BUS_ADRERR)
+		return false;
+	atomic_fetch_add(&g->active, 1);
+	uintptr_t a = (uintptr_t)si->si_addr;
+	ck_region *r = find(a);
+	bool ok = r && mmk__ck_handle(r, MMK__PAGE_DOWN(a)) == 0;
+	atomic_fetch_sub(&g->active, 1);
+	return ok;
 }
 
 int mmk__ck_install_handler(void)
 {
-	ck_registry *g = reg();
-	int rc = 0;
-	struct sigaction cur;
-	/* fast path: still ours (one syscall) */
-	if (g->installed && sigaction(SIGBUS, NULL, &cur) == 0 && (cur.sa_flags & SA_SIGINFO) &&
-	    cur.sa_sigaction == on_sigbus)
-		return 0;
-	pthread_mutex_lock(&g->lock);
-	if (sigaction(SIGBUS, NULL, &cur) < 0) {
-		rc = -errno;
-	} else if (!((cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == on_sigbus)) {
-		/* not installed, or someone replaced ours (test frameworks,
-		 * crash reporters, the snapshot engine): go on top, chaining
-		 * to theirs */
-		struct sigaction sa;
-		memset(&sa, 0, sizeof sa);
-		sa.sa_sigaction = on_sigbus;
-		sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_NODEFER;
-		sigemptyset(&sa.sa_mask);
-		struct sigaction old;
-		if (sigaction(SIGBUS, &sa, &old) < 0) {
-			rc = -errno;
-		} else {
-			g->old = old;
-			g->installed = true;
-		}
-	}
-	pthread_mutex_unlock(&g->lock);
-	return rc;
+	reg();
+	/* registers once; re-installs mmkit's handler on top if replaced */
+	return mmk__fault_claimant_add(SIGBUS, ck_claim);
 }
 
 int mmk__ck_registry_add(ck_region *r)

@@ -109,12 +109,48 @@ static void chain(int sig, siginfo_t *si, void *uc)
 	signal(sig, SIG_DFL);
 }
 
+static int install(int sig);
+
+static bool claimed(int sig, siginfo_t *si)
+{
+	mmk__state *st = mmk__st();
+	int k = sig == SIGBUS ? K_BUS : K_SEGV;
+	for (int i = 0; i < 4; i++) {
+		bool (*fn)(int, siginfo_t *) = atomic_load(&st->fault_claim[k][i]);
+		if (fn && fn(sig, si))
+			return true;
+	}
+	return false;
+}
+
 static void on_fault(int sig, siginfo_t *si, void *uc)
 {
 	int saved_errno = errno;
-	if (!mmk__lazy_fault(sig, si))
+	if (!mmk__lazy_fault(sig, si) && !claimed(sig, si))
 		chain(sig, si, uc);
 	errno = saved_errno;
+}
+
+int mmk__fault_claimant_add(int sig, bool (*claim)(int sig, siginfo_t *si))
+{
+	mmk__state *st = mmk__st();
+	int k = sig == SIGBUS ? K_BUS : K_SEGV;
+	int rc = -ENOSPC;
+	pthread_mutex_lock(&st->snap_lock);
+	for (int i = 0; i < 4; i++) {
+		bool (*cur)(int, siginfo_t *) = atomic_load(&st->fault_claim[k][i]);
+		if (cur == claim) {
+			rc = 0;
+			break;
+		}
+		if (!cur) {
+			atomic_store(&st->fault_claim[k][i], claim);
+			rc = 0;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&st->snap_lock);
+	return rc < 0 ? rc : install(sig);
 }
 
 static int install(int sig)

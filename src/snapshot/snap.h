@@ -157,6 +157,11 @@ MMK_HIDDEN int mmk__mprotect_install_handler(void);
 /* AS-safe: handle a write fault on a lazy (SIGBUS) or mprotect (SIGSEGV)
  * region; false if the fault is not one of mmkit's */
 MMK_HIDDEN bool mmk__lazy_fault(int sig, siginfo_t *si);
+/* Another subsystem's write-fault handler (AS-safe; true = handled), asked
+ * by mmkit's one SIGBUS/SIGSEGV handler before a fault is treated as
+ * foreign (mmk_try, then the previous handler).  Installs the handler (or
+ * re-installs it on top if replaced).  Up to 4 per signal. */
+MMK_HIDDEN int mmk__fault_claimant_add(int sig, bool (*claim)(int sig, siginfo_t *si));
 /* try.c: offered every crash signal that is not mmkit's own; does not
  * return if a mmk_try on this thread takes it */
 MMK_HIDDEN void mmk__try_crash(int sig);

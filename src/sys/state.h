@@ -45,6 +45,9 @@ typedef struct mmk__state {
 	_Atomic size_t snap_nregions;
 	struct sigaction snap_old_action[2]; /* SIGBUS (lazy), SIGSEGV (mprotect) */
 	bool snap_installed[2];
+	/* other subsystems' write-fault handlers (checkpoints), asked before the
+	 * fault is treated as foreign: one process-wide handler per signal */
+	bool (*_Atomic fault_claim[2][4])(int sig, siginfo_t *si);
 	void *mmcontext;       /* snapshot/mmcontext.c: the process-wide context */
 } mmk__state;
 

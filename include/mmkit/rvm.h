@@ -162,7 +162,15 @@ typedef struct mmk_rvm_opts {
 	 * must fit in it (else commit fails with -ENOSPC, nothing changed). */
 	size_t log_size;
 	size_t buffer_size;       /* NO_FLUSH buffer (0: 1 MiB) */
-	mmk_snap_backend backend; /* paged mode: snapshot backend (AUTO) */
+	/* Paged mode: snapshot backend.  AUTO tracks regions of >= 64 MiB
+	 * lazily (userfaultfd write faults handled in the writing thread:
+	 * each transaction costs O(pages it writes), whatever the region's
+	 * size), smaller ones with async write-protect.  Caveat of lazy
+	 * tracking: the kernel cannot write into a region page the program
+	 * has not itself written since begin, so read(2) straight into the
+	 * region fails with EFAULT there; read into a buffer and copy, or use
+	 * explicit mode, or force MMK_SNAP_ASYNC here. */
+	mmk_snap_backend backend;
 	mmk_rvm_fault *fault;     /* testing: fault injection, NULL: none */
 } mmk_rvm_opts;
 

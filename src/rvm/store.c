@@ -20,6 +20,7 @@
  *     (including a torn tail) can never be mistaken for new ones.
  */
 #include "rvm/rvm_int.h"
+#include <mmkit/features.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -641,7 +642,14 @@ int mmk_rvm_open(mmk_rvm **out, const char *path, size_t size, const mmk_rvm_opt
 	if (!rc) /* recovery: write back what the log held, new generation */
 		rc = mmk__rvm_checkpoint(h);
 	if (!rc && h->mode == MMK_RVM_PAGED) {
-		mmk_snap_opts so = { .backend = h->backend };
+		/* big regions tracked lazily (O(pages written) per transaction,
+		 * independent of the region's size); see the caveat in rvm.h */
+		mmk_snap_opts so = { .backend = h->backend,
+				     .flags = h->backend == MMK_SNAP_AUTO &&
+						      mmk_features_get()->uffd_wp &&
+						      mmk_features_get()->uffd_sigbus
+					      ? MMK_SNAP_LAZY_LARGE
+					      : 0 };
 		rc = mmk_snap_create(&h->snap, &so);
 		if (!rc)
 			rc = mmk_snap_add(h->snap, h->base, h->size);

@@ -2,7 +2,6 @@
  * rvm/rvm_int.h - internals of recoverable virtual memory (mmk_rvm).
  *
  * Files (see include/mmkit/rvm.h for the contract):
- *   crc.c    CRC-32C (SSE4.2 when the CPU has it, bitwise otherwise)
  *   io.c     every write and sync to the store's files, with fault
  *            injection (power cut, EIO, SIGKILL at the Nth op)
  *   log.c    on-disk formats, record building and the log scan shared by
@@ -44,8 +43,8 @@
 #define RVM_LOG_MAGIC 0x314c524b4d4d4b4dULL  /* "MKMMKRL1" */
 #define RVM_REC_MAGIC 0x52564d52u            /* "RMVR" */
 
-/* ---- crc.c ---- */
-MMK_HIDDEN uint32_t mmk__crc32c(uint32_t crc, const void *buf, size_t len);
+/* CRC-32C: core/crc32c.c */
+#include "core/core.h"
 
 /* ---- on-disk formats (little endian, x86_64 only) ---- */
 typedef struct rvm_data_hdr {

@@ -1,12 +1,12 @@
 /*
- * rvm/crc.c - CRC-32C (Castagnoli), the checksum of every rvm record,
- * header and data page.
+ * core/crc32c.c - CRC-32C (Castagnoli), the checksum of everything mmkit
+ * persists: rvm records, headers and data pages; checkpoint images.
  *
  * Invariant: mmk__crc32c(c, a..b) == mmk__crc32c(mmk__crc32c(c, a), b)
  * (incremental over pieces); the hardware path (SSE4.2 crc32 instruction)
  * and the bitwise fallback give the same result.  No state.
  */
-#include "rvm/rvm_int.h"
+#include "core/core.h"
 
 #include <string.h>
 

@@ -82,6 +82,8 @@ static void differential(mmk_snap_backend b, size_t iterations)
 {
 	if (!backend_usable(b))
 		MMK_SKIP("%s", why_not(b));
+	/* for the kernel matrix's per-kernel list of backends exercised */
+	fprintf(stderr, "# backend: snapshot %s\n", mmk_snap_backend_name(b));
 	uint64_t seed = mmk_test_seed() ^ (uint64_t)b * 0x9E3779B97F4A7C15ULL;
 	size_t sizes[] = { 32, 100, PG, 3 * PG, 64 * 1024, 257 * PG, 2 << 20 };
 	for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {

@@ -32,7 +32,11 @@ export PKG_CONFIG_PATH="$libdir/pkgconfig"
 san=""
 grep -q '^MMK_SANITIZE:BOOL=ON' "$build/CMakeCache.txt" && san="-fsanitize=address,undefined"
 cc -std=c11 -Wall -Wextra -Werror $san "$tmp/prog.c" -o "$tmp/prog" $(pkg-config --cflags --libs mmkit)
-LD_LIBRARY_PATH="$libdir" "$tmp/prog" | grep -q '^kernel '
+# (outputs captured first: `cmd | grep -q` under pipefail fails when grep
+# exits early and cmd dies of SIGPIPE)
+out=$(LD_LIBRARY_PATH="$libdir" "$tmp/prog")
+grep -q '^kernel ' <<<"$out" || { echo "program output: $out"; exit 1; }
 # the installed library is the shared one (the program is not static)
-LD_LIBRARY_PATH="$libdir" ldd "$tmp/prog" | grep -q 'libmmkit.so.0'
+deps=$(LD_LIBRARY_PATH="$libdir" ldd "$tmp/prog")
+grep -q 'libmmkit.so.0' <<<"$deps" || { echo "ldd: $deps"; exit 1; }
 echo "install + pkg-config OK"

@@ -41,32 +41,76 @@ static inline uint64_t rnd(void)
 
 /* ---- the seed harness ------------------------------------------------------------------ */
 
-static double mmcontext_ops(int *buf, size_t nints)
+/* one operation of the seed harness on a buffer of nints ints */
+typedef struct harness {
+	int *buf;
+	size_t nints;
+	mmk_snap *s; /* native-API variant */
+	int ops;
+} harness;
+
+/* median over g_reps runs of >= g_t seconds of op(h), in ops/s; the clock
+ * is read every `batch` operations; an op returning < 0 ends the program */
+static double rate(int (*op)(harness *), harness *h, int batch)
 {
 	double v[16];
 	for (int r = 0; r < g_reps; r++) {
-		size_t ops = 0;
+		size_t n = 0;
 		double t0 = bench_now(), t;
 		do {
-			for (int k = 0; k < 64; k++) {
-				if (mmcontext(0) != 0 || (buf[rnd() % nints] = (int)ops, mmcontext(1)) != 0) {
-					fprintf(stderr, "mmcontext failed: %s\n", strerror(errno));
+			for (int k = 0; k < batch; k++, n++, h->ops++)
+				if (op(h) < 0) {
+					fprintf(stderr, "operation failed: %s\n", strerror(errno));
 					exit(1);
 				}
-				ops++;
-			}
 		} while ((t = bench_now() - t0) < g_t);
-		v[r] = (double)ops / t;
+		v[r] = (double)n / t;
 	}
 	return bench_median(v, g_reps);
 }
 
-/* The same loop through the native API on a process-scope object created
- * with MMK_SNAP_LAZY_LARGE (big anonymous mappings tracked lazily: restore
- * cost independent of their size; opt-in because the kernel cannot write
- * into a lazily tracked page the program has not written since the save).
- * Runs in a child that never used mmcontext(): two process-scope objects
- * cannot share a process. */
+/* {save; write one int; restore} through the seed's interface */
+static int op_mmcontext(harness *h)
+{
+	if (mmcontext(0) != 0)
+		return -1;
+	h->buf[rnd() % h->nints] = h->ops;
+	return mmcontext(1);
+}
+
+/* the same through the native API (save, write, restore, drop) */
+static int op_native(harness *h)
+{
+	int rc = mmk_snap_save(h->s);
+	h->buf[rnd() % h->nints] = h->ops;
+	if (rc >= 0)
+		rc = mmk_snap_restore(h->s);
+	if (rc >= 0)
+		rc = mmk_snap_drop(h->s);
+	if (rc < 0)
+		errno = rc > -4096 ? -rc : EIO;
+	return rc;
+}
+
+/* the fork baseline: the child writes one int and exits, the parent waits */
+static int op_fork(harness *h)
+{
+	pid_t pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		h->buf[rnd() % h->nints] = 1;
+		_exit(0);
+	}
+	return waitpid(pid, NULL, 0) < 0 ? -1 : 0;
+}
+
+/* The native API on a process-scope object created with
+ * MMK_SNAP_LAZY_LARGE (big anonymous mappings tracked lazily: restore cost
+ * independent of their size; opt-in because the kernel cannot write into a
+ * lazily tracked page the program has not written since the save).  Runs in
+ * a child that never used mmcontext(): two process-scope objects cannot
+ * share a process. */
 static double lazy_large_ops(int n)
 {
 	int fds[2];
@@ -74,31 +118,14 @@ static double lazy_large_ops(int n)
 		return 0;
 	pid_t pid = fork();
 	if (pid == 0) {
-		size_t bytes = (size_t)4 << n, nints = bytes / sizeof(int);
-		int *buf = malloc(bytes);
-		for (size_t k = 0; k < nints; k++)
-			buf[k] = (int)k;
-		mmk_snap *s;
+		harness h = { .nints = ((size_t)4 << n) / sizeof(int) };
+		h.buf = malloc(h.nints * sizeof(int));
+		for (size_t k = 0; k < h.nints; k++)
+			h.buf[k] = (int)k;
 		mmk_snap_opts o = { .flags = MMK_SNAP_LAZY_LARGE };
 		double res = 0;
-		if (mmk_snap_create(&s, &o) == 0 && mmk_snap_add_process(s) == 0) {
-			double v[16];
-			for (int r = 0; r < g_reps; r++) {
-				size_t ops = 0;
-				double t0 = bench_now(), t;
-				do {
-					for (int k = 0; k < 64; k++) {
-						mmk_snap_save(s);
-						buf[rnd() % nints] = (int)ops;
-						mmk_snap_restore(s);
-						mmk_snap_drop(s);
-						ops++;
-					}
-				} while ((t = bench_now() - t0) < g_t);
-				v[r] = (double)ops / t;
-			}
-			res = bench_median(v, g_reps);
-		}
+		if (mmk_snap_create(&h.s, &o) == 0 && mmk_snap_add_process(h.s) == 0)
+			res = rate(op_native, &h, 64);
 		if (write(fds[1], &res, sizeof res) != sizeof res)
 			_exit(1);
 		_exit(0);
@@ -110,26 +137,6 @@ static double lazy_large_ops(int n)
 	close(fds[0]);
 	waitpid(pid, NULL, 0);
 	return res;
-}
-
-static double fork_ops(int *buf, size_t nints)
-{
-	double v[16];
-	for (int r = 0; r < g_reps; r++) {
-		size_t ops = 0;
-		double t0 = bench_now(), t;
-		do {
-			pid_t pid = fork();
-			if (pid == 0) {
-				buf[rnd() % nints] = 1;
-				_exit(0);
-			}
-			waitpid(pid, NULL, 0);
-			ops++;
-		} while ((t = bench_now() - t0) < g_t);
-		v[r] = (double)ops / t;
-	}
-	return bench_median(v, g_reps);
 }
 
 static void seed_table(bench_mode mode)
@@ -154,7 +161,7 @@ static void seed_table(bench_mode mode)
 		int *buf = malloc(bytes);
 		for (size_t k = 0; k < nints; k++)
 			buf[k] = (int)k;
-		forks[i] = fork_ops(buf, nints);
+		forks[i] = rate(op_fork, &(harness){ .buf = buf, .nints = nints }, 1);
 		free(buf);
 	}
 	for (size_t i = 0; i < nrows; i++) {
@@ -173,7 +180,7 @@ static void seed_table(bench_mode mode)
 		for (size_t k = 0; k < nints; k++)
 			buf[k] = (int)k;
 		double f = forks[i];
-		double m = mmcontext_ops(buf, nints);
+		double m = rate(op_mmcontext, &(harness){ .buf = buf, .nints = nints }, 64);
 		char seedf[32] = "", seedm[32] = "", vs_seed[32] = "";
 		if (rows[i].fork > 0) {
 			snprintf(seedf, sizeof seedf, "%.0f", rows[i].fork);

@@ -69,8 +69,8 @@ int mmk__rvm_pick_header(const unsigned char *p, uint64_t size, rvm_log_hdr *out
 	return slot;
 }
 
-/* grow-on-demand helpers (mmkit's own memory) */
-static int reserve(void **p, size_t *cap, size_t need, size_t elem)
+/* grow-on-demand arrays (mmkit's own memory) */
+int mmk__rvm_reserve(void **p, size_t *cap, size_t need, size_t elem)
 {
 	if (need <= *cap)
 		return 0;
@@ -88,8 +88,8 @@ static int reserve(void **p, size_t *cap, size_t need, size_t elem)
 long mmk__rvm_build(mmk_rvm *h, rvm_rec_hdr *hdr, uint64_t seq, uint64_t group)
 {
 	size_t n = h->nranges;
-	if (reserve((void **)&h->iov, &h->iovcap, 2 + 3 * n, sizeof *h->iov) ||
-	    reserve((void **)&h->rh, &h->rhcap, n ? n : 1, sizeof *h->rh))
+	if (mmk__rvm_reserve((void **)&h->iov, &h->iovcap, 2 + 3 * n, sizeof *h->iov) ||
+	    mmk__rvm_reserve((void **)&h->rh, &h->rhcap, n ? n : 1, sizeof *h->rh))
 		return -ENOMEM;
 	memset(hdr, 0, sizeof *hdr);
 	uint64_t len = sizeof *hdr;

@@ -184,6 +184,8 @@ MMK_HIDDEN uint32_t mmk__rvm_hdr_crc(const void *hdr, size_t len, uint32_t *fiel
  * is left empty for the caller); returns the record length or -ENOMEM.  hdr
  * is filled (crc included); the data iovecs point into h->base. */
 MMK_HIDDEN long mmk__rvm_build(mmk_rvm *h, rvm_rec_hdr *hdr, uint64_t seq, uint64_t group);
+/* grow *p (cap elements of elem bytes, mmkit's own memory) to hold need */
+MMK_HIDDEN int mmk__rvm_reserve(void **p, size_t *cap, size_t need, size_t elem);
 
 /* Result of scanning a log (mapped read-only at p, size bytes). */
 typedef struct rvm_scan {

@@ -20,21 +20,6 @@
 #include <errno.h>
 #include <string.h>
 
-static int reserve(void **p, size_t *cap, size_t need, size_t elem)
-{
-	if (need <= *cap)
-		return 0;
-	size_t nc = *cap ? *cap : 64;
-	while (nc < need)
-		nc *= 2;
-	void *np = mmk__self_realloc(*p, nc * elem);
-	if (!np)
-		return -ENOMEM;
-	*p = np;
-	*cap = nc;
-	return 0;
-}
-
 int mmk_rvm_begin(mmk_rvm *h, unsigned flags)
 {
 	if (!h || flags)
@@ -67,8 +52,8 @@ int mmk_rvm_set_range(mmk_rvm *h, void *addr, size_t len)
 		return -EINVAL;
 	if (h->mode == MMK_RVM_PAGED)
 		return 0;
-	if (reserve((void **)&h->ranges, &h->rcap, h->nranges + 1, sizeof *h->ranges) ||
-	    reserve((void **)&h->undo, &h->undo_cap, h->undo_len + len, 1))
+	if (mmk__rvm_reserve((void **)&h->ranges, &h->rcap, h->nranges + 1, sizeof *h->ranges) ||
+	    mmk__rvm_reserve((void **)&h->undo, &h->undo_cap, h->undo_len + len, 1))
 		return -ENOMEM;
 	h->ranges[h->nranges++] = (rvm_range){ a - b, len, h->undo_len };
 	memcpy(h->undo + h->undo_len, addr, len);
@@ -134,7 +119,7 @@ static int add_range(mmk_rvm *h, uint64_t off, uint64_t len)
 		h->ranges[h->nranges - 1].len += len;
 		return 0;
 	}
-	if (reserve((void **)&h->ranges, &h->rcap, h->nranges + 1, sizeof *h->ranges))
+	if (mmk__rvm_reserve((void **)&h->ranges, &h->rcap, h->nranges + 1, sizeof *h->ranges))
 		return -ENOMEM;
 	h->ranges[h->nranges++] = (rvm_range){ off, len, 0 };
 	return 0;

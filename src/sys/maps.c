@@ -209,18 +209,15 @@ static int query_one(int fd, uintptr_t addr, mmk__map *m)
 static int maps_fd_cached(void)
 {
 	/* Not thread-safe on first use per process; callers hold their own
-	 * subsystem lock.  /proc/self resolves at open: re-open after fork. */
+	 * subsystem lock.  /proc/self resolves at open, so a forked child must
+	 * not keep the parent's: mmk__sys_atfork_child drops it. */
 	mmk__state *st = mmk__st();
-	pid_t me = getpid();
-	if (st->maps_fd >= 0 && st->maps_pid == me)
-		return st->maps_fd;
+	if (st->maps_fd >= 0)
+		return st->maps_fd; /* a forked child drops it (mmk__sys_atfork_child) */
 	int nfd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
 	if (nfd < 0)
 		return -errno;
-	if (st->maps_fd >= 0)
-		close(st->maps_fd);
 	st->maps_fd = nfd;
-	st->maps_pid = me;
 	return nfd;
 }
 

@@ -20,10 +20,11 @@
 
 #include "sys/state.h"
 
-/* After fork the cached descriptor is the child's copy of the parent's
- * /proc/<parent>/pagemap (/proc/self resolved at open): the child drops it
- * in a pthread_atfork handler, so the hot path needs no getpid(). */
-static void pagemap_atfork_child(void)
+/* After fork the cached descriptors are the child's copies of the parent's
+ * /proc/<parent>/pagemap and maps (/proc/self resolved at open): the child
+ * drops them in this pthread_atfork handler (registered by the state
+ * constructor, self.c), so the hot paths need no getpid(). */
+void mmk__sys_atfork_child(void)
 {
 	mmk__state *st = mmk__st();
 	int fd = atomic_exchange(&st->pagemap_fd, -1);
@@ -40,8 +41,6 @@ int mmk__pagemap_fd(void)
 	int fd = atomic_load_explicit(&st->pagemap_fd, memory_order_acquire);
 	if (__builtin_expect(fd >= 0, 1))
 		return fd;
-	if (!atomic_exchange(&st->pagemap_atfork, true))
-		pthread_atfork(NULL, NULL, pagemap_atfork_child);
 	int nfd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 	if (nfd < 0)
 		return -errno;
@@ -109,13 +108,3 @@ long mmk__pagemap_scan(uintptr_t start, uintptr_t end, uint64_t flags, uint64_t 
 	return pages;
 }
 
-int mmk__pagemap_entry(uintptr_t addr, uint64_t *entry)
-{
-	int fd = mmk__pagemap_fd();
-	if (fd < 0)
-		return fd;
-	ssize_t n = pread(fd, entry, sizeof *entry, (off_t)(addr / MMK__PAGE * 8));
-	if (n < 0)
-		return -errno;
-	return n == 8 ? 0 : -EIO;
-}

@@ -43,7 +43,6 @@ __attribute__((constructor)) static void mmk__state_init(void)
 	mmk__state *st = p;
 	st->probe_once = (pthread_once_t)PTHREAD_ONCE_INIT;
 	atomic_init(&st->pagemap_fd, -1);
-	atomic_init(&st->pagemap_atfork, false);
 	st->maps_fd = -1;
 	pthread_mutex_init(&st->self_lock, NULL);
 	pthread_mutex_init(&st->snap_lock, NULL);
@@ -62,6 +61,7 @@ __attribute__((constructor)) static void mmk__state_init(void)
 	}
 	g_state = st;
 	register_range((uintptr_t)p, (uintptr_t)p + len);
+	pthread_atfork(NULL, NULL, mmk__sys_atfork_child);
 }
 
 mmk__state *mmk__st(void)
@@ -156,17 +156,6 @@ bool mmk__self_covers(uintptr_t start, uintptr_t end)
 	}
 	pthread_mutex_unlock(&st->self_lock);
 	return cur >= end;
-}
-
-bool mmk__self_contains(uintptr_t start, uintptr_t end)
-{
-	mmk__state *st = mmk__st();
-	bool hit = false;
-	pthread_mutex_lock(&st->self_lock);
-	for (size_t i = 0; i < st->self_n && !hit; i++)
-		hit = start < st->self[i].end && end > st->self[i].start;
-	pthread_mutex_unlock(&st->self_lock);
-	return hit;
 }
 
 size_t mmk__self_pages(void)

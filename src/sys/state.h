@@ -25,10 +25,8 @@ typedef struct mmk__state {
 	mmk_features features;
 
 	/* cached descriptors (pagemap.c, maps.c), re-opened after fork */
-	_Atomic int pagemap_fd;    /* reset in the child by a pthread_atfork handler */
-	_Atomic bool pagemap_atfork;
-	int maps_fd;
-	pid_t maps_pid;
+	_Atomic int pagemap_fd;    /* dropped in a forked child (pagemap.c) */
+	int maps_fd;               /* likewise */
 
 	/* mmkit's own anonymous memory (self.c) */
 	pthread_mutex_t self_lock;

@@ -50,13 +50,13 @@ MMK_HIDDEN int mmk__uffd_register(mmk__uffd *u, uintptr_t addr, size_t len, uint
 MMK_HIDDEN int mmk__uffd_unregister(mmk__uffd *u, uintptr_t addr, size_t len);
 /* Write-protect (protect=true) or un-protect a range.  AS-safe. */
 MMK_HIDDEN int mmk__uffd_wp(mmk__uffd *u, uintptr_t addr, size_t len, bool protect);
-/* Read one event; -EAGAIN if none (O_NONBLOCK). */
-MMK_HIDDEN int mmk__uffd_read(mmk__uffd *u, struct uffd_msg *msg);
 
 /* ---- pagemap (pagemap.c) -------------------------------------------------- */
 /* The process's /proc/self/pagemap descriptor, opened once (O_CLOEXEC) and
  * kept; -errno if it cannot be opened.  Re-opened after fork. */
 MMK_HIDDEN int mmk__pagemap_fd(void);
+/* pthread_atfork child handler: drops the cached /proc/self descriptors */
+MMK_HIDDEN void mmk__sys_atfork_child(void);
 
 /* Called with each written range [start, end); return non-zero to stop. */
 typedef int (*mmk__range_fn)(uintptr_t start, uintptr_t end, void *arg);
@@ -78,9 +78,6 @@ MMK_HIDDEN long mmk__pagemap_scan(uintptr_t start, uintptr_t end, uint64_t flags
 /* One raw PAGEMAP_SCAN call (used by the probe and tests). */
 MMK_HIDDEN long mmk__pagemap_scan_raw(struct pm_scan_arg *arg);
 
-/* The 64-bit /proc/self/pagemap entry of one page (bit 63 present, bit 55
- * soft-dirty, ...). */
-MMK_HIDDEN int mmk__pagemap_entry(uintptr_t addr, uint64_t *entry);
 
 /* ---- address space (maps.c) ----------------------------------------------- */
 enum {
@@ -125,7 +122,6 @@ MMK_HIDDEN bool mmk__map_is_snapshot_candidate(const mmk__map *m);
  * mmk__self_alloc() returns page-aligned zeroed memory or NULL. */
 MMK_HIDDEN void *mmk__self_alloc(size_t len);
 MMK_HIDDEN void mmk__self_free(void *p, size_t len);
-MMK_HIDDEN bool mmk__self_contains(uintptr_t start, uintptr_t end); /* any overlap */
 MMK_HIDDEN bool mmk__self_covers(uintptr_t start, uintptr_t end);   /* entirely */
 /* Pages currently mapped by mmk__self_alloc (so that address-space
  * fingerprints can ignore mmkit's own mappings). */

@@ -99,10 +99,3 @@ int mmk__uffd_wp(mmk__uffd *u, uintptr_t addr, size_t len, bool protect)
 	return ioctl(u->fd, UFFDIO_WRITEPROTECT, &wp) < 0 ? -errno : 0;
 }
 
-int mmk__uffd_read(mmk__uffd *u, struct uffd_msg *msg)
-{
-	ssize_t n = read(u->fd, msg, sizeof *msg);
-	if (n < 0)
-		return -errno;
-	return n == (ssize_t)sizeof *msg ? 0 : -EIO;
-}

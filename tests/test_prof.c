@@ -14,15 +14,18 @@
 #include <fcntl.h>
 #include <linux/sched.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ---- ring ---------------------------------------------------------------- */
@@ -333,6 +336,15 @@ static void test_sampler_pid_reuse(void **state)
 	int go;
 	pid_t a = toucher(10, &go);
 	assert_int_equal(mmk_prof_sampler_add(s, a, -1, 0), 0);
+	/* asleep: its samples are carried over (idle shortcut) */
+	for (int i = 0; i < 3; i++) {
+		usleep(15000);
+		mmk_prof_sampler_tick(s, 0);
+	}
+	mmk__prof_counts k;
+	mmk__prof_sampler_counts(s, &k);
+	assert_true(k.sched_carry + k.perf_carry >= 2);
+	c.n = 0;
 	assert_int_equal(write(go, "gg", 2), 2);
 	close(go);
 	waitpid(a, NULL, 0);
@@ -387,6 +399,210 @@ static void test_sampler_pid_reuse(void **state)
 	assert_true(c.r[0].minflt >= 3000);
 	close(p[1]);
 	waitpid(b, NULL, 0);
+	mmk_prof_sampler_destroy(s);
+}
+
+/* ---- idle shortcuts ------------------------------------------------------- */
+/* A child driven over a socket: 't' touch 1000 new pages, 's' spin 200 ms
+ * touching pages (no system calls), 'T' start a thread that sleeps, 'x'
+ * exit; each command but 's' (answered when done) and 'x' is answered with
+ * one byte once done. */
+static void *sleeper_thread(void *arg)
+{
+	(void)arg;
+	for (;;)
+		pause();
+	return NULL;
+}
+
+static pid_t driven_child(int *sock)
+{
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		close(sv[0]);
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		size_t npages = 20000, used = 0;
+		char *m = mmap(NULL, npages * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (m == MAP_FAILED)
+			_exit(3);
+		madvise(m, npages * 4096, MADV_NOHUGEPAGE);
+		char c;
+		while (read(sv[1], &c, 1) == 1) {
+			if (c == 't') {
+				for (size_t i = 0; i < 1000 && used < npages; i++)
+					m[used++ * 4096] = 1;
+			} else if (c == 's') {
+				struct timespec a, b;
+				clock_gettime(CLOCK_MONOTONIC, &a);
+				do {
+					if (used < npages)
+						m[used++ * 4096] = 1;
+					for (volatile int k = 0; k < 20000; k++)
+						;
+					clock_gettime(CLOCK_MONOTONIC, &b);
+				} while ((b.tv_sec - a.tv_sec) * 1000000000L + (b.tv_nsec - a.tv_nsec) < 200000000L);
+			} else if (c == 'T') {
+				pthread_t th;
+				if (pthread_create(&th, NULL, sleeper_thread, NULL) != 0)
+					_exit(5);
+			} else if (c == 'x') {
+				_exit(0);
+			}
+			if (write(sv[1], &c, 1) != 1)
+				_exit(4);
+		}
+		_exit(0);
+	}
+	close(sv[1]);
+	*sock = sv[0];
+	return pid;
+}
+
+static void command(int sock, char c)
+{
+	assert_int_equal(write(sock, &c, 1), 1);
+	if (c != 's' && c != 'x') {
+		char r;
+		assert_int_equal(read(sock, &r, 1), 1);
+		assert_int_equal(r, c);
+	}
+}
+
+static uint64_t stat_minflt(pid_t pid)
+{
+	char path[64];
+	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	mmk__procstat ps;
+	assert_int_equal(mmk__procstat_read(fd, &ps), 0);
+	close(fd);
+	return ps.minflt;
+}
+
+/* Tick once, 15 ms after the previous tick; the record must not be older
+ * than the kernel's counter read just before the tick (a wrong shortcut
+ * would carry a stale value over). */
+static mmk_prof_record check_tick(mmk_prof_sampler *s, pid_t pid, uint64_t *tick)
+{
+	usleep(15000);
+	uint64_t before = stat_minflt(pid);
+	assert_true(mmk_prof_sampler_tick(s, ++*tick) >= 1);
+	mmk_prof_record r;
+	assert_int_equal(mmk_prof_sampler_last(s, pid, &r), 0);
+	assert_true(r.minflt >= before);
+	return r;
+}
+
+static void test_sampler_idle_shortcuts(void **state)
+{
+	(void)state;
+	collect c = {0};
+	mmk_prof_sampler_opts o = { .emit = collect_emit, .arg = &c };
+	mmk_prof_sampler *s;
+	assert_int_equal(mmk_prof_sampler_create(&s, &o), 0);
+	int sock;
+	pid_t a = driven_child(&sock);
+	command(sock, 't'); /* started and blocked in read() */
+	assert_int_equal(mmk_prof_sampler_add(s, a, -1, MMK_PROF_ADD_ABSOLUTE), 0);
+	mmk__prof_counts k0, k1;
+	mmk__prof_sampler_counts(s, &k0);
+	bool perf = k0.perf_targets == 1;
+	if (!perf)
+		fprintf(stderr, "# switch records unavailable (perf_event_open of a dummy event failed): "
+				"only the schedstat rule is tested\n");
+	uint64_t tick = 0;
+	/* asleep: carried over, by schedstat first, then by the switch records */
+	for (int i = 0; i < 4; i++)
+		check_tick(s, a, &tick);
+	mmk__prof_sampler_counts(s, &k1);
+	assert_true(k1.sched_carry + k1.perf_carry >= 3);
+	if (perf)
+		assert_true(k1.perf_carry >= 2);
+	/* ran and slept again: one full read that sees every fault */
+	mmk_prof_record r0 = check_tick(s, a, &tick);
+	command(sock, 't');
+	mmk__prof_sampler_counts(s, &k0);
+	mmk_prof_record r1 = check_tick(s, a, &tick);
+	mmk__prof_sampler_counts(s, &k1);
+	assert_int_equal(k1.full, k0.full + 1);
+	assert_true(r1.minflt >= r0.minflt + 1000);
+	assert_int_equal(r1.minflt, stat_minflt(a));
+	for (int i = 0; i < 3; i++)
+		check_tick(s, a, &tick);
+	mmk__prof_sampler_counts(s, &k0);
+	if (perf)
+		assert_true(k0.perf_carry >= k1.perf_carry + 2);
+	/* running without a switch (a spin that faults): never stale */
+	cpu_set_t all, one;
+	bool pinned = false;
+	if (sched_getaffinity(0, sizeof all, &all) == 0 && CPU_COUNT(&all) >= 2) {
+		/* the spinner and this thread on different CPUs, so that the
+		 * spinner is not switched out when this thread wakes up */
+		int cpus[2], n = 0;
+		for (int i = 0; i < CPU_SETSIZE && n < 2; i++)
+			if (CPU_ISSET(i, &all))
+				cpus[n++] = i;
+		CPU_ZERO(&one);
+		CPU_SET(cpus[1], &one);
+		pinned = sched_setaffinity(a, sizeof one, &one) == 0;
+		CPU_ZERO(&one);
+		CPU_SET(cpus[0], &one);
+		pinned = pinned && sched_setaffinity(0, sizeof one, &one) == 0;
+	}
+	command(sock, 's');
+	for (int i = 0; i < 10; i++)
+		check_tick(s, a, &tick);
+	if (pinned)
+		sched_setaffinity(0, sizeof all, &all);
+	char ch;
+	assert_int_equal(read(sock, &ch, 1), 1);
+	usleep(5000);
+	r1 = check_tick(s, a, &tick);
+	assert_int_equal(r1.minflt, stat_minflt(a));
+	/* killed while carried over: the kill runs it, so the next tick (no
+	 * reap) reports the exit */
+	for (int i = 0; i < 3; i++)
+		check_tick(s, a, &tick);
+	assert_int_equal(kill(a, SIGKILL), 0);
+	assert_int_equal(waitpid(a, NULL, 0), a);
+	close(sock);
+	c.n = 0;
+	mmk_prof_sampler_tick(s, ++tick);
+	assert_int_equal(c.n, 1);
+	assert_int_equal(c.r[0].kind, MMK_PROF_EXIT);
+	assert_int_equal(mmk_prof_sampler_list(s, NULL, 0), 0);
+	/* a second thread: no shortcut and no switch records from then on */
+	pid_t b = driven_child(&sock);
+	command(sock, 't');
+	assert_int_equal(mmk_prof_sampler_add(s, b, -1, MMK_PROF_ADD_ABSOLUTE), 0);
+	for (int i = 0; i < 3; i++)
+		check_tick(s, b, &tick);
+	command(sock, 'T');
+	check_tick(s, b, &tick);
+	mmk__prof_sampler_counts(s, &k0);
+	assert_int_equal(k0.perf_targets, 0);
+	for (int i = 0; i < 3; i++)
+		check_tick(s, b, &tick);
+	command(sock, 't');
+	mmk__prof_sampler_counts(s, &k0);
+	r1 = check_tick(s, b, &tick);
+	mmk__prof_sampler_counts(s, &k1);
+	assert_int_equal(k1.sched_carry, k0.sched_carry);
+	assert_int_equal(k1.perf_carry, k0.perf_carry);
+	assert_int_equal(r1.minflt, stat_minflt(b));
+	command(sock, 'x');
+	close(sock);
+	siginfo_t si;
+	assert_int_equal(waitid(P_PID, (id_t)b, &si, WEXITED | WNOWAIT), 0);
+	mmk_prof_record fin;
+	assert_int_equal(mmk_prof_sampler_finish(s, b, &fin), 0);
+	struct rusage ru;
+	assert_int_equal(wait4(b, NULL, 0, &ru), b);
+	assert_int_equal(fin.minflt, (uint64_t)ru.ru_minflt);
 	mmk_prof_sampler_destroy(s);
 }
 
@@ -647,6 +863,7 @@ int main(void)
 		cmocka_unit_test(test_sampler_accuracy),
 		cmocka_unit_test(test_sampler_exit),
 		cmocka_unit_test(test_sampler_pid_reuse),
+		cmocka_unit_test(test_sampler_idle_shortcuts),
 		cmocka_unit_test(test_timer_no_drift),
 		cmocka_unit_test(test_daemon_control),
 		cmocka_unit_test(test_daemon_credentials),

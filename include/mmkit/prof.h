@@ -14,13 +14,15 @@
  *    system CPU time) and a kept /proc/PID/schedstat descriptor (nanosecond
  *    CPU time of single-threaded targets, for utilisation).  One call samples
  *    every target and emits one record each; targets that exited are dropped
- *    with a final EXIT record.  Idle shortcut: a single-threaded target whose
- *    run time and switch count did not move since the previous sample (at
- *    least 4 ms ago: one scheduler tick at HZ=250) has not run, and a
- *    process's fault and CPU counters change only while one of its threads
- *    runs, so its counters are carried over after the cheap schedstat read
- *    (0.5 us instead of 1-4 us); a full read still happens at least once a
- *    second.
+ *    with a final EXIT record.  Idle shortcut: a process's fault and CPU
+ *    counters change only while one of its threads runs, so a
+ *    single-threaded target that did not run since its last full read has
+ *    its counters carried over.  "Did not run" is seen without a system
+ *    call through a perf switch-record buffer on the target's thread (last
+ *    record a switch-out, none since; a full read every 10 s anyway), or,
+ *    where perf is not available, after one schedstat read (0.5 us instead
+ *    of 1-4 us: run time and switch count unchanged over at least 4 ms, one
+ *    scheduler tick at HZ=250; a full read at least once a second).
  *  - the timer (mmk_prof_timer_*): an absolute, drift-free schedule on a
  *    CLOCK_MONOTONIC timerfd; reports each wake-up's lateness (jitter) and
  *    skipped periods.
@@ -137,6 +139,9 @@ enum {
 	MMK_PROF_ADD_STAT_ONLY = 1u << 2, /* read only /proc/PID/stat: no schedstat,
 	                                   * so no idle shortcut (below) and
 	                                   * utilisation at clock-tick resolution */
+	MMK_PROF_ADD_NO_PERF = 1u << 3,   /* no switch-record watch (perf event): the
+	                                   * idle shortcut then costs one schedstat
+	                                   * read per sample */
 };
 
 MMK_API int mmk_prof_sampler_create(mmk_prof_sampler **s, const mmk_prof_sampler_opts *opts);
@@ -205,6 +210,7 @@ typedef struct mmk_prof_daemon_opts {
 	                           * ignore SIGPIPE */
 	volatile int *stop;       /* checked after every wake-up (set it from a
 	                           * signal handler installed without SA_RESTART) */
+	bool no_perf;             /* register targets with MMK_PROF_ADD_NO_PERF */
 } mmk_prof_daemon_opts;
 
 /* Run the daemon until *stop, a shutdown request, or an error.

@@ -315,7 +315,8 @@ static void handle(daemon_st *d, client *c, char *req)
 			err = may_trace(c->uid, (pid_t)v);
 			if (!err)
 				err = mmk_prof_sampler_add(d->smp, (pid_t)v, -1,
-							   d->o.stat_only ? MMK_PROF_ADD_STAT_ONLY : 0);
+							   (d->o.stat_only ? MMK_PROF_ADD_STAT_ONLY : 0) |
+								   (d->o.no_perf ? MMK_PROF_ADD_NO_PERF : 0));
 		} else {
 			mmk_prof_record r;
 			if (mmk_prof_sampler_last(d->smp, (pid_t)v, &r) < 0)
@@ -483,7 +484,7 @@ int mmk_prof_daemon_run(const mmk_prof_daemon_opts *opts)
 	if ((err = mmk_prof_ring_create(&d->ring, opts->records, period)) < 0)
 		goto out;
 	prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0); /* wake up on time, not +50 us */
-	struct rlimit rl; /* three descriptors per target: raise the soft limit */
+	struct rlimit rl; /* four descriptors per target: raise the soft limit */
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
 		rl.rlim_cur = rl.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &rl);

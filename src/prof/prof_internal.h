@@ -33,6 +33,15 @@ MMK_HIDDEN int mmk__schedstat_read(int fd, uint64_t *run_ns, uint64_t *pcount);
 /* Real, effective and saved uid of pid from /proc/PID/status. */
 MMK_HIDDEN int mmk__proc_uids(pid_t pid, uid_t uids[3]);
 
+/* How the sampler's samples were taken (for tests and benchmarks). */
+typedef struct mmk__prof_counts {
+	uint64_t full;          /* full reads (/proc/PID/stat) */
+	uint64_t sched_carry;   /* carried over after a schedstat read */
+	uint64_t perf_carry;    /* carried over on the switch records alone (no syscall) */
+	unsigned perf_targets;  /* current targets watched through switch records */
+} mmk__prof_counts;
+MMK_HIDDEN void mmk__prof_sampler_counts(const mmk_prof_sampler *s, mmk__prof_counts *c);
+
 /* Send a request and receive the reply (and an fd if one is passed). */
 MMK_HIDDEN int mmk__prof_call(const char *dir, const char *req, char *reply, size_t len, int *fd);
 

@@ -4,7 +4,9 @@
  *
  * Invariants:
  *  - The ring lives in a sealed memfd (no grow/shrink): a header page, then
- *    `capacity` slots of 80 bytes: a sequence word and 9 payload words.
+ *    `capacity` slots of 80 bytes: a sequence word and 9 payload words.  The
+ *    writer's mapping is populated at creation (no page faults while
+ *    sampling).
  *  - Record n (0-based, n = number of records written before it) goes to
  *    slot n % capacity.  While the writer fills it the slot's sequence is
  *    2n+1 (odd), afterwards 2n+2.  The header's `head` is n+1 once record n
@@ -93,7 +95,8 @@ int mmk_prof_ring_create(mmk_prof_ring **out, size_t records, uint64_t period_ns
 		err = -errno;
 		goto fail;
 	}
-	r->base = mmap(NULL, r->len, PROT_READ | PROT_WRITE, MAP_SHARED, r->fd, 0);
+	/* populated: the writer never takes a page fault in a sample */
+	r->base = mmap(NULL, r->len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, r->fd, 0);
 	if (r->base == MAP_FAILED) {
 		err = -errno;
 		goto fail;

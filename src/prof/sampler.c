@@ -11,16 +11,27 @@
  *    (sysconf(_SC_CLK_TCK)); schedstat adds ns resolution for the
  *    utilisation of single-threaded targets.
  *  - Idle shortcut: fault and CPU counters of a process change only while one
- *    of its threads runs (faults are charged to the faulting task).  A
- *    single-threaded target (a new thread needs the leader to run clone) whose
- *    leader's run time and switch-in count are unchanged since a sample at
- *    least 4 ms ago (one scheduler tick at HZ=250, which updates the run time
- *    of a running task) did not run: its record is carried over.  A full read
- *    happens at least once a second anyway, and always after the process ran,
- *    so an exit (which runs do_exit) is never missed.  On a kernel with
- *    HZ < 250 a process that ran without a tick or a switch for 4-10 ms can
- *    have its update deferred to the next sample; cumulative counters are
- *    never lost.
+ *    of its threads runs (faults are charged to the faulting task; exited
+ *    children's counters are added when the process reaps them).  For a
+ *    single-threaded target without MMK_PROF_ADD_CHILDREN (a new thread
+ *    needs the leader to run clone) two rules say "did not run since the
+ *    last full read", and its record is then carried over:
+ *    1. switch records (perf dummy event with context_switch=1 on the
+ *       leader, buffer mapped read-only): the head was read before a full
+ *       read or a rule-2 decision, the leader was off-CPU at that moment
+ *       (last record a switch-out, or rule 2 held), and the head has not
+ *       moved since: it was never switched in again.  No system call.  A
+ *       full read still happens every 10 s as a safety net.
+ *    2. schedstat: the leader's run time and switch-in count are unchanged
+ *       since the last full read, at least 4 ms ago (one scheduler tick at
+ *       HZ=250, which updates the run time of a running task); a full read
+ *       at least once a second.  On a kernel with HZ < 250 a process that
+ *       ran without a tick or a switch for 4-10 ms can have its update
+ *       deferred to the next sample; cumulative counters are never lost.
+ *    An exit runs do_exit, so it is never carried over.  Once a full read
+ *    shows more than one thread the switch records are dropped for good
+ *    (they cover the leader only, and an exec from another thread would
+ *    retire the watched thread).
  *  - A target whose stat shows state 'Z' (zombie) while its pidfd is readable
  *    (the whole thread group exited), or whose stat fails with ESRCH, is
  *    dropped with one EXIT record; a zombie's counters are final and exact.
@@ -37,7 +48,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/perf_event.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -51,8 +64,11 @@
 
 typedef struct target {
 	pid_t pid;
-	int pidfd, statfd, schedfd;
+	int pidfd, statfd, schedfd, perffd;
 	unsigned flags;
+	struct perf_event_mmap_page *pm; /* switch records of the leader, or NULL */
+	uint64_t off_head;    /* pm's data_head when the leader was last known off-CPU */
+	bool off_known;       /* off_head is valid: no switch-in since => it did not run */
 	mmk__procstat base;   /* values at registration (zero when ABSOLUTE) */
 	mmk__procstat last;   /* last successful read */
 	uint64_t last_t_ns;   /* time of the last sample */
@@ -67,6 +83,8 @@ struct mmk_prof_sampler {
 	size_t n, cap;
 	int epfd;
 	uint64_t tick_ns; /* ns per clock tick */
+	size_t page;
+	mmk__prof_counts cnt;
 };
 
 uint64_t mmk_prof_now_ns(void)
@@ -180,6 +198,8 @@ int mmk_prof_sampler_create(mmk_prof_sampler **out, const mmk_prof_sampler_opts 
 	if (!s->o.start_ns)
 		s->o.start_ns = mmk_prof_now_ns();
 	s->tick_ns = tick_ns();
+	long pg = sysconf(_SC_PAGESIZE);
+	s->page = pg > 0 ? (size_t)pg : 4096;
 	s->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (s->epfd < 0) {
 		int err = -errno;
@@ -188,6 +208,69 @@ int mmk_prof_sampler_create(mmk_prof_sampler **out, const mmk_prof_sampler_opts 
 	}
 	*out = s;
 	return 0;
+}
+
+/* ---- switch records ------------------------------------------------------------ */
+/* A dummy software perf event on the target's leader thread (not inherited)
+ * with context_switch=1 writes an 8-byte PERF_RECORD_SWITCH into a one-page
+ * buffer at every switch-in and switch-out of that thread.  The buffer is
+ * mapped read-only, so the kernel overwrites it (nobody consumes it); only
+ * data_head, which grows by 8 per switch, and the last record are looked at.
+ * Works unprivileged (perf_event_paranoid <= 2: the event samples nothing and
+ * excludes the kernel); each buffer costs 2 pages of the user's perf mlock
+ * allowance (perf_event_mlock_kb, then RLIMIT_MEMLOCK).  Optional: without
+ * it the schedstat rule below decides. */
+static void perf_close(mmk_prof_sampler *s, target *t)
+{
+	if (t->pm)
+		munmap(t->pm, 2 * s->page);
+	if (t->perffd >= 0)
+		close(t->perffd);
+	t->pm = NULL;
+	t->perffd = -1;
+	t->off_known = false;
+}
+
+static void perf_open_target(mmk_prof_sampler *s, target *t)
+{
+	struct perf_event_attr a;
+	memset(&a, 0, sizeof a);
+	a.size = sizeof a;
+	a.type = PERF_TYPE_SOFTWARE;
+	a.config = PERF_COUNT_SW_DUMMY;
+	a.context_switch = 1;
+	a.exclude_kernel = 1;
+	a.exclude_hv = 1;
+	t->perffd = (int)syscall(SYS_perf_event_open, &a, t->pid, -1, -1, PERF_FLAG_FD_CLOEXEC);
+	if (t->perffd < 0)
+		return;
+	void *m = mmap(NULL, 2 * s->page, PROT_READ, MAP_SHARED, t->perffd, 0);
+	if (m == MAP_FAILED) {
+		perf_close(s, t);
+		return;
+	}
+	t->pm = m;
+}
+
+/* The buffer's head, and whether its last record is a switch-out (the
+ * leader is off-CPU and any run from now on will move the head). */
+static uint64_t perf_head(const target *t, bool *last_out)
+{
+	uint64_t h = __atomic_load_n(&t->pm->data_head, __ATOMIC_ACQUIRE);
+	*last_out = false;
+	if (h >= 8) {
+		uint64_t size = t->pm->data_size;
+		const struct perf_event_header *e =
+			(const void *)((const char *)t->pm + t->pm->data_offset + (h - 8) % size);
+		struct perf_event_header c;
+		memcpy(&c, e, sizeof c);
+		__atomic_thread_fence(__ATOMIC_ACQUIRE);
+		/* overwritten while we looked: the leader switched again */
+		if (__atomic_load_n(&t->pm->data_head, __ATOMIC_ACQUIRE) == h && c.type == PERF_RECORD_SWITCH &&
+		    c.size == 8)
+			*last_out = (c.misc & PERF_RECORD_MISC_SWITCH_OUT) != 0;
+	}
+	return h;
 }
 
 static void target_close(target *t)
@@ -204,8 +287,10 @@ void mmk_prof_sampler_destroy(mmk_prof_sampler *s)
 {
 	if (!s)
 		return;
-	for (size_t i = 0; i < s->n; i++)
+	for (size_t i = 0; i < s->n; i++) {
+		perf_close(s, &s->t[i]);
 		target_close(&s->t[i]);
+	}
 	free(s->t);
 	close(s->epfd);
 	free(s);
@@ -257,7 +342,7 @@ int mmk_prof_sampler_add(mmk_prof_sampler *s, pid_t pid, int pidfd, unsigned fla
 		if (pidfd < 0)
 			return errno == EINVAL ? -ESRCH : -errno;
 	}
-	target t = { .pid = pid, .pidfd = pidfd, .statfd = -1, .schedfd = -1, .flags = flags };
+	target t = { .pid = pid, .pidfd = pidfd, .statfd = -1, .schedfd = -1, .perffd = -1, .flags = flags };
 	char path[64];
 	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
 	t.statfd = open(path, O_RDONLY | O_CLOEXEC);
@@ -268,6 +353,8 @@ int mmk_prof_sampler_add(mmk_prof_sampler *s, pid_t pid, int pidfd, unsigned fla
 	if (!(flags & MMK_PROF_ADD_STAT_ONLY)) {
 		snprintf(path, sizeof path, "/proc/%d/schedstat", (int)pid);
 		t.schedfd = open(path, O_RDONLY | O_CLOEXEC); /* optional */
+		if (!(flags & (MMK_PROF_ADD_NO_PERF | MMK_PROF_ADD_CHILDREN)))
+			perf_open_target(s, &t); /* optional */
 	}
 	/* The pidfd still names a live (or zombie) process, so the /proc files
 	 * just opened belong to it and not to a successor with the same PID. */
@@ -301,6 +388,7 @@ int mmk_prof_sampler_add(mmk_prof_sampler *s, pid_t pid, int pidfd, unsigned fla
 	emit(s, &s->t[s->n - 1].rec);
 	return 0;
 fail:
+	perf_close(s, &t);
 	target_close(&t);
 	return err;
 fail_fd:
@@ -312,6 +400,7 @@ fail_fd:
 static void drop(mmk_prof_sampler *s, target *t)
 {
 	epoll_ctl(s->epfd, EPOLL_CTL_DEL, t->pidfd, NULL);
+	perf_close(s, t);
 	target_close(t);
 	size_t i = (size_t)(t - s->t);
 	memmove(&s->t[i], &s->t[i + 1], (s->n - i - 1) * sizeof *t);
@@ -343,25 +432,56 @@ static uint64_t sub0(uint64_t a, uint64_t b)
 	return a > b ? a - b : 0;
 }
 
+/* The record of a target that did not run since its last full read: same
+ * counters, nothing used over the interval. */
+static void carry(mmk_prof_sampler *s, target *t, uint64_t tick, uint64_t now)
+{
+	t->rec.kind = MMK_PROF_SAMPLE;
+	t->rec.tick = tick;
+	t->rec.t_ns = now - s->o.start_ns;
+	t->rec.d_minflt = t->rec.d_majflt = t->rec.d_cpu_us = t->rec.util_ppm = 0;
+	t->last_t_ns = now;
+}
+
+#define CARRY_MAX_NS 1000000000ull       /* schedstat rule: a full read at least this often */
+#define PERF_CARRY_MAX_NS 10000000000ull  /* switch-record rule: the same, as a safety net */
+#define SCHED_TICK_NS 4000000ull   /* one scheduler tick at HZ=250 */
+
 /* Read one target; fill t->rec.  Returns 0, or 1 when the target is gone
- * (rec then holds its final values and kind EXIT). */
-static int sample_one(mmk_prof_sampler *s, target *t, uint64_t tick)
+ * (rec then holds its final values and kind EXIT).  `now` is the tick's
+ * time (0: read the clock and take a full read, for final values). */
+static int sample_one(mmk_prof_sampler *s, target *t, uint64_t tick, uint64_t now)
 {
 	mmk__procstat ps = {0};
-	uint64_t now = mmk_prof_now_ns();
+	bool force = !now; /* final values wanted: always a full read */
+	if (!now)
+		now = mmk_prof_now_ns();
+	/* idle shortcuts (see the invariants): single-threaded, no children */
+	bool single = !force && t->last.nthreads == 1 && !(t->flags & MMK_PROF_ADD_CHILDREN) && t->rec.kind != MMK_PROF_EXIT;
+	bool fresh = now - t->full_t_ns < CARRY_MAX_NS;
+	uint64_t head = 0;
+	bool last_out = false;
+	if (t->pm && single) {
+		head = perf_head(t, &last_out);
+		if (t->off_known && head == t->off_head && now - t->full_t_ns < PERF_CARRY_MAX_NS) {
+			carry(s, t, tick, now);
+			s->cnt.perf_carry++;
+			return 0;
+		}
+	}
 	uint64_t run = 0, pc = 0;
 	bool have_sched = t->schedfd >= 0 && mmk__schedstat_read(t->schedfd, &run, &pc) == 0;
-	/* idle shortcut (see mmkit/prof.h): did not run => nothing changed */
-	if (have_sched && t->last.nthreads == 1 && t->last.run_ns && run == t->last.run_ns &&
-	    pc == t->last.pcount && !(t->flags & MMK_PROF_ADD_CHILDREN) && now - t->last_t_ns >= 4000000ull &&
-	    now - t->full_t_ns < 1000000000ull && t->rec.kind != MMK_PROF_EXIT) {
-		t->rec.kind = MMK_PROF_SAMPLE;
-		t->rec.tick = tick;
-		t->rec.t_ns = now - s->o.start_ns;
-		t->rec.d_minflt = t->rec.d_majflt = t->rec.d_cpu_us = t->rec.util_ppm = 0;
-		t->last_t_ns = now;
+	if (!last_out && single && have_sched && t->last.run_ns && run == t->last.run_ns && pc == t->last.pcount &&
+	    now - t->last_t_ns >= SCHED_TICK_NS && fresh) {
+		carry(s, t, tick, now);
+		s->cnt.sched_carry++;
+		/* it did not run while the head was read: off-CPU there */
+		t->off_known = t->pm != NULL;
+		t->off_head = head;
 		return 0;
 	}
+	s->cnt.full++;
+	now = mmk_prof_now_ns();
 	int err = mmk__procstat_read(t->statfd, &ps);
 	if (err < 0) { /* reaped: the last values are final */
 		t->rec.kind = MMK_PROF_EXIT;
@@ -404,6 +524,18 @@ static int sample_one(mmk_prof_sampler *s, target *t, uint64_t tick)
 	t->last = ps;
 	t->last_t_ns = t->full_t_ns = now;
 	t->rec = r;
+	if (t->pm) {
+		if (ps.nthreads != 1) {
+			/* the leader's records no longer cover the process, and
+			 * a non-leader exec could retire the watched thread */
+			perf_close(s, t);
+		} else {
+			/* switched out before the stat read: these counters
+			 * hold until the head moves */
+			t->off_known = last_out;
+			t->off_head = head;
+		}
+	}
 	return gone;
 }
 
@@ -439,9 +571,10 @@ int mmk_prof_sampler_tick(mmk_prof_sampler *s, uint64_t tick)
 	if (!s)
 		return -EINVAL;
 	int n = 0;
+	uint64_t now = mmk_prof_now_ns();
 	for (size_t i = 0; i < s->n; i++) {
 		target *t = &s->t[i];
-		int gone = sample_one(s, t, tick);
+		int gone = sample_one(s, t, tick, now);
 		emit(s, &t->rec);
 		n++;
 		if (gone) {
@@ -462,7 +595,7 @@ int mmk_prof_sampler_finish(mmk_prof_sampler *s, pid_t pid, mmk_prof_record *fin
 	target *t = s ? find(s, pid) : NULL;
 	if (!t)
 		return -ENOENT;
-	sample_one(s, t, t->rec.tick);
+	sample_one(s, t, t->rec.tick, 0);
 	t->rec.kind = MMK_PROF_EXIT;
 	emit(s, &t->rec);
 	if (final)
@@ -478,6 +611,14 @@ int mmk_prof_sampler_last(const mmk_prof_sampler *s, pid_t pid, mmk_prof_record 
 		return -ENOENT;
 	*rec = t->rec;
 	return 0;
+}
+
+void mmk__prof_sampler_counts(const mmk_prof_sampler *s, mmk__prof_counts *c)
+{
+	*c = s->cnt;
+	c->perf_targets = 0;
+	for (size_t i = 0; i < s->n; i++)
+		c->perf_targets += s->t[i].pm != NULL;
 }
 
 int mmk_prof_sampler_exit_fd(const mmk_prof_sampler *s)
@@ -496,7 +637,7 @@ int mmk_prof_sampler_reap(mmk_prof_sampler *s, uint64_t tick)
 		target *t = find(s, (pid_t)ev[i].data.u64);
 		if (!t)
 			continue;
-		sample_one(s, t, tick);
+		sample_one(s, t, tick, 0);
 		t->rec.kind = MMK_PROF_EXIT;
 		emit(s, &t->rec);
 		drop(s, t);

@@ -89,11 +89,13 @@ static int cmd_daemon(int argc, char **argv)
 			o.stat_only = true;
 		else if (!strcmp(argv[i], "--no-rt"))
 			o.no_rt = true;
+		else if (!strcmp(argv[i], "--no-perf"))
+			o.no_perf = true;
 		else if (!strcmp(argv[i], "--detach"))
 			detach = true;
 		else {
 			fprintf(stderr, "usage: mmkit prof daemon [--rate HZ] [--records N] [--max-procs N] "
-					"[--stat-only] [--no-rt] [--dir DIR] [--detach]\n");
+					"[--stat-only] [--no-perf] [--no-rt] [--dir DIR] [--detach]\n");
 			return 2;
 		}
 	}
@@ -1202,7 +1204,7 @@ int mmk_cmd_prof(int argc, char **argv)
 {
 	static const char *usage_text =
 		"usage: mmkit prof SUBCOMMAND ...\n"
-		"  daemon [--rate HZ] [--records N] [--max-procs N] [--stat-only] [--no-rt] [--detach] [--dir DIR]\n"
+		"  daemon [--rate HZ] [--records N] [--max-procs N] [--stat-only] [--no-perf] [--no-rt] [--detach] [--dir DIR]\n"
 		"  register PID | unregister PID | list | stats | stop      [--dir DIR]\n"
 		"  monitor [--follow] [--csv] [--mp3] [--dir DIR]\n"
 		"  run [--rate HZ] [--csv FILE|-] [--plot FILE.png] [--children] -- CMD ARGS...\n"

@@ -209,6 +209,16 @@ typedef struct mmk_ckpt_stats {
 	size_t last_peak_held;          /* most pages held aside at once */
 	size_t last_instant_copies;     /* pages copied at the instant */
 	unsigned long long faults;      /* write-protect faults handled, total */
+	/* where the last completed checkpoint's time went (microseconds;
+	 * last_prepare_us + last_start_us + these ~ last_write_s) */
+	struct {
+		double scan_us;         /* finding the pages of the image */
+		double copy_us;         /* taking the pages (+ checksums) */
+		double write_us;        /* write(2)s of pages, metadata, header */
+		double sync_us;         /* fdatasync of the image */
+		double publish_us;      /* rename + directory fsync */
+		double recheck_us;      /* re-protecting pages copied at the instant */
+	} last_phase;
 } mmk_ckpt_stats;
 
 MMK_API int mmk_ckpt_stats_get(mmk_ckpt *c, mmk_ckpt_stats *st);

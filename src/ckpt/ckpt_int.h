@@ -161,9 +161,14 @@ MMK_HIDDEN void mmk__ck_dirname(const char *path, char *dir, size_t len);
 /* pwrite all of it; -errno */
 MMK_HIDDEN int mmk__ck_pwrite(int fd, const void *p, size_t n, uint64_t off);
 MMK_HIDDEN int mmk__ck_pread(int fd, void *p, size_t n, uint64_t off);
-/* finish an image file: metadata, header, trailer, fdatasync, rename, fsync dir */
+/* seconds spent in each durable step (accumulated; see mmk_ckpt_stats) */
+typedef struct ck_times {
+	double write, sync, publish;
+} ck_times;
+/* finish an image file: metadata, header, trailer, fdatasync, rename, fsync
+ * dir; tm (may be NULL) accumulates the time of each step */
 MMK_HIDDEN int mmk__ck_finish(int fd, ck_hdr *h, const ck_rent *rt, const void *meta,
-			      const char *tmp, const char *final, const char *dir);
+			      const char *tmp, const char *final, const char *dir, ck_times *tm);
 MMK_HIDDEN uint64_t mmk__ck_now_ns(void);
 
 /* ---- tracking (track.c, writer.c) ---------------------------------------------- */
@@ -221,6 +226,8 @@ struct mmk_ckpt {
 	size_t buflen;
 	/* stats */
 	mmk_ckpt_stats stats;
+	double ph_scan, ph_copy, ph_recheck; /* the running checkpoint's phases */
+	ck_times ph_io;
 	_Atomic size_t held_now, held_peak, copied;
 	_Atomic unsigned long long faults;
 	_Atomic long handlers;   /* SIGBUS handlers running on our regions */

@@ -116,7 +116,7 @@ int mmk_ckpt_compact(const char *image, unsigned flags)
 		done += np;
 	}
 	if (!rc)
-		rc = mmk__ck_finish(fd, &h, rt, meta, tmp, image, dir);
+		rc = mmk__ck_finish(fd, &h, rt, meta, tmp, image, dir, NULL);
 out:
 	if (fd >= 0)
 		close(fd);

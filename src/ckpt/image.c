@@ -367,7 +367,7 @@ int mmk__ck_chain_resolve(const char *path, ck_img **chain, size_t *n)
 }
 
 int mmk__ck_finish(int fd, ck_hdr *h, const ck_rent *rt, const void *meta, const char *tmp,
-		   const char *final, const char *dir)
+		   const char *final, const char *dir, ck_times *tm)
 {
 	char *hblock = calloc(1, h->hdr_size);
 	if (!hblock)
@@ -384,17 +384,25 @@ int mmk__ck_finish(int fd, ck_hdr *h, const ck_rent *rt, const void *meta, const
 	t.file_len = h->file_len;
 	t.meta_crc = mmk__ck_crc32c(mmk__ck_crc32c(0, hblock, h->hdr_size), meta, h->meta_len);
 	t.trailer_crc = mmk__ck_crc32c(0, &t, offsetof(ck_trailer, trailer_crc));
+	double t0 = mmk__ck_mono();
 	int rc = mmk__ck_pwrite(fd, meta, h->meta_len, h->meta_off);
 	if (!rc)
 		rc = mmk__ck_pwrite(fd, &t, sizeof t, h->file_len - sizeof t);
 	if (!rc)
 		rc = mmk__ck_pwrite(fd, hblock, h->hdr_size, 0);
 	free(hblock);
+	double t1 = mmk__ck_mono();
 	if (!rc && fdatasync(fd) < 0)
 		rc = -errno;
+	double t2 = mmk__ck_mono();
 	if (!rc && rename(tmp, final) < 0)
 		rc = -errno;
 	if (!rc)
 		rc = mmk__ck_fsync_dir(dir);
+	if (tm) {
+		tm->write += t1 - t0;
+		tm->sync += t2 - t1;
+		tm->publish += mmk__ck_mono() - t2;
+	}
 	return rc;
 }

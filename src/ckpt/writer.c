@@ -9,7 +9,10 @@
  *     protected) and takes side-store copies only in state COPIED;
  *   - whatever happens to the image file, every page of the checkpoint
  *     leaves the checkpoint: written ones become CLEAN, abandoned ones DIRTY
- *     (so the next checkpoint includes them);
+ *     (so the next checkpoint includes them); if the image fails after
+ *     pages were taken (write, fdatasync or rename error), those pages are
+ *     made dirty again (CLEAN -> DIRTY_P) and a failed full image makes the
+ *     next one full: no page changed since the last durable image is lost;
  *   - images are written as temp files and renamed when durable
  *     (mmk__ck_finish); a failure unlinks the temp file and nothing else.
  */
@@ -683,8 +686,10 @@ static void side_release(mmk_ckpt *c, ck_region *r, side_runs *sr, size_t i)
 
 /* After the image: pages copied at the instant that the program has not
  * written since are CLEAN again (re-protected, compared with their copy),
- * so the next delta does not hold them. */
-static void recheck(mmk_ckpt *c, ck_region *r)
+ * so the next delta does not hold them.  If the image failed (!ok) they
+ * are only re-protected and stay dirty (DIRTY_P): their content is in no
+ * image. */
+static void recheck(mmk_ckpt *c, ck_region *r, bool ok)
 {
 	side_runs sr = { 0 };
 	size_t k = 0;
@@ -706,7 +711,7 @@ static void recheck(mmk_ckpt *c, ck_region *r)
 				uint8_t v = CK_DIRTY_P;
 				if (rc < 0)
 					atomic_compare_exchange_strong(&r->st[i], &v, CK_DIRTY);
-				else if (!mmk__cmp((const void *)(r->start + i * MMK__PAGE), r->side + i * MMK__PAGE,
+				else if (ok && !mmk__cmp((const void *)(r->start + i * MMK__PAGE), r->side + i * MMK__PAGE,
 						   MMK__PAGE))
 					atomic_compare_exchange_strong(&r->st[i], &v, CK_CLEAN);
 			}
@@ -737,6 +742,7 @@ static int write_region(mmk_ckpt *c, ck_region *r, int fd, uint64_t off, int err
 			fill += MMK__PAGE;
 		}
 		if (fill == c->buflen || (k + 1 == r->n && fill)) {
+			double tw = mmk__ck_mono();
 			if (!err)
 				err = mmk__ck_pwrite(fd, c->buf, fill, boff);
 			boff += fill;
@@ -748,6 +754,7 @@ static int write_region(mmk_ckpt *c, ck_region *r, int fd, uint64_t off, int err
 						      SYNC_FILE_RANGE_WRITE);
 				*kicked = boff;
 			}
+			c->ph_io.write += mmk__ck_mono() - tw;
 		}
 	}
 	side_flush(c, r, &sr);
@@ -762,6 +769,8 @@ static int write_image(mmk_ckpt *c)
 	mmk__ck_name(tmp, sizeof tmp, c->dir, gen, true);
 	mmk__ck_name(final, sizeof final, c->dir, gen, false);
 	int err = c->last_result;
+	double t0 = mmk__ck_mono();
+	memset(&c->ph_io, 0, sizeof c->ph_io);
 	/* pass 1: which pages (the handler only moves pages within the set) */
 	uint64_t npages = 0;
 	for (size_t ri = 0; ri < c->nregions; ri++) {
@@ -789,6 +798,8 @@ static int write_image(mmk_ckpt *c)
 		}
 		npages += r->n;
 	}
+	double t1 = mmk__ck_mono();
+	c->ph_scan = t1 - t0;
 	ck_rent *rt = calloc(c->nregions, sizeof *rt);
 	ck_hdr h;
 	memset(&h, 0, sizeof h);
@@ -835,6 +846,8 @@ static int write_image(mmk_ckpt *c)
 	}
 	if (!err && fallocate(fd, 0, 0, (off_t)h.file_len) < 0 && errno != EOPNOTSUPP)
 		err = -errno; /* ENOSPC up front, before touching anything */
+	double t2 = mmk__ck_mono();
+	c->ph_io.write += t2 - t1;
 	/* pass 2: the pages, in order, in large sequential writes */
 	uint64_t kicked = h.data_off;
 	for (size_t ri = 0; ri < c->nregions; ri++) {
@@ -851,14 +864,33 @@ static int write_image(mmk_ckpt *c)
 				memcpy(meta + (rt[ri].idx_off - h.meta_off), r->idx, 4 * r->n);
 			memcpy(meta + (rt[ri].crc_off - h.meta_off), r->crc, 4 * r->n);
 		}
-		err = mmk__ck_finish(fd, &h, rt, meta, tmp, final, c->dir);
+		c->ph_copy = mmk__ck_mono() - t2 - c->ph_io.write + (t2 - t1);
+		err = mmk__ck_finish(fd, &h, rt, meta, tmp, final, c->dir, &c->ph_io);
+	} else {
+		c->ph_copy = mmk__ck_mono() - t2 - c->ph_io.write + (t2 - t1);
 	}
 	if (fd >= 0)
 		close(fd);
 	if (err)
 		(void)unlink(tmp);
+	double t3 = mmk__ck_mono();
+	if (err) {
+		/* the pages taken for the abandoned image (CLEAN, still
+		 * protected unless written since) are dirty again, so the next
+		 * delta holds them; a failed full image makes the next full */
+		for (size_t ri = 0; ri < c->nregions; ri++) {
+			ck_region *r = c->regions[ri];
+			if (r->dense || !r->idx)
+				continue;
+			for (size_t k = 0; k < r->n; k++) {
+				uint8_t v = CK_CLEAN;
+				atomic_compare_exchange_strong(&r->st[r->idx[k]], &v, CK_DIRTY_P);
+			}
+		}
+	}
 	for (size_t ri = 0; ri < c->nregions; ri++)
-		recheck(c, c->regions[ri]);
+		recheck(c, c->regions[ri], !err);
+	c->ph_recheck = mmk__ck_mono() - t3;
 	/* give back index and checksum memory */
 	for (size_t ri = 0; ri < c->nregions; ri++) {
 		ck_region *r = c->regions[ri];
@@ -936,6 +968,12 @@ static void job_done(mmk_ckpt *c, int rc)
 	c->stats.last_copied = atomic_load(&c->copied);
 	c->stats.last_peak_held = atomic_load(&c->held_peak);
 	if (rc == 0) {
+		c->stats.last_phase.scan_us = c->ph_scan * 1e6;
+		c->stats.last_phase.copy_us = c->ph_copy * 1e6;
+		c->stats.last_phase.write_us = c->ph_io.write * 1e6;
+		c->stats.last_phase.sync_us = c->ph_io.sync * 1e6;
+		c->stats.last_phase.publish_us = c->ph_io.publish * 1e6;
+		c->stats.last_phase.recheck_us = c->ph_recheck * 1e6;
 		c->stats.completed++;
 		c->stats.last_full = c->job_full;
 		c->last_done_gen = c->job_gen;

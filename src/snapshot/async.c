@@ -128,6 +128,8 @@ struct scan_ctx {
 	int op, depth;
 	bool wp_done;   /* the scan itself re-protected (PM_SCAN_WP_MATCHING) */
 	bool reprotect; /* restore: re-protect what was copied back */
+	bool defer_wp;  /* restore: re-protect [wlo, whi) by one scan afterwards */
+	uintptr_t wlo, whi;
 	size_t hint;
 	int err;
 };
@@ -150,7 +152,11 @@ static void on_written(struct scan_ctx *c, mmk__region *r, uintptr_t a, uintptr_
 	} else {
 		mmk__copy((void *)a, r->shadow + off, len);
 	}
-	if (!c->wp_done && (c->op == 's' || c->reprotect)) {
+	if (c->defer_wp) {
+		if (c->whi == 0)
+			c->wlo = a;
+		c->whi = b;
+	} else if (!c->wp_done && (c->op == 's' || c->reprotect)) {
 		int rc = mmk__uffd_wp(&c->s->uffd_async, a, len, true);
 		if (rc < 0 && !c->err)
 			c->err = rc;
@@ -176,6 +182,14 @@ static int scan_range(uintptr_t a, uintptr_t b, void *arg)
 			on_written(c, r, lo, hi);
 		a = hi;
 	}
+	return 0;
+}
+
+static int scan_nothing(uintptr_t a, uintptr_t b, void *arg)
+{
+	(void)a;
+	(void)b;
+	(void)arg;
 	return 0;
 }
 
@@ -213,13 +227,31 @@ static int scan_all(mmk_snap *s, int op, int depth, bool reprotect)
 		if (s->async_sorted[i]->end > hi)
 			hi = s->async_sorted[i]->end;
 	uint64_t flags = 0;
-	if (op == 's' && !foreign_async(s, lo, hi)) {
+	bool foreign = foreign_async(s, lo, hi);
+	if (op == 's' && !foreign) {
 		flags = PM_SCAN_WP_MATCHING;
 		c.wp_done = true;
+	} else if (op == 'r' && reprotect && !foreign) {
+		/* Copying back into a protected page would mark it written
+		 * again, so re-protection must follow the copies: one more
+		 * scan with WP_MATCHING over the span of what was copied
+		 * instead of one UFFDIO_WRITEPROTECT per range - unless a
+		 * written range in that span is skipped (a region not in
+		 * this image), which must stay marked written. */
+		c.defer_wp = true;
+		for (size_t i = 0; i < s->nasync; i++)
+			if (s->async_sorted[i]->gone || s->async_sorted[i]->birth > depth)
+				c.defer_wp = false;
 	}
 	long n = mmk__pagemap_scan(lo, hi, flags, PAGE_IS_WPALLOWED | PAGE_IS_WRITTEN, 0, scan_range, &c);
 	if (n < 0)
 		return (int)n;
+	if (c.defer_wp && c.whi > c.wlo && !c.err) {
+		n = mmk__pagemap_scan(c.wlo, c.whi, PM_SCAN_WP_MATCHING, PAGE_IS_WPALLOWED | PAGE_IS_WRITTEN, 0,
+				      scan_nothing, NULL);
+		if (n < 0)
+			return (int)n;
+	}
 	return c.err;
 }
 

@@ -15,6 +15,11 @@
  *           library call) or, for the dirty walks, a plain walk of every
  *           entry (mmk_pagetab_foreach with an empty callback): the least a
  *           walk without a dirty index costs.
+ * Insert/remove rows: building the table in address or random order into
+ * a table created empty (expected0: it grows ~1.25x at a time, each entry is
+ * moved ~4 times on the way) or sized in advance (reserved); removing every
+ * page; and churn: at ~n resident pages, remove a random resident page and
+ * insert a random absent one (the steady state of a long-lived table).
  * Layouts: realistic (a program image, a big heap, 8 mmaps of 0.5..20% of the
  * pages near 0x7f.., a stack, 5% sparse pages, all with small holes) and
  * sparse (uniformly random pages of the 47-bit user space).
@@ -433,7 +438,7 @@ static double time_gmap_lookups(const gmap *gm, const uintptr_t *q, size_t nq)
 
 enum {
 	M_CLU, M_RND, M_MISS, M_INS_R0, M_INS_RR, M_INS_A0, M_INS_AR, M_REM,
-	M_MARK, M_FD, M_FDREM, M_CLR, M_FULL, M_FD_SMALL, M_N
+	M_MARK, M_FD, M_FDREM, M_CLR, M_FULL, M_FD_SMALL, M_CHURN, M_N
 };
 
 static void bench_layout(const char *lname, size_t n, const uintptr_t *sorted,
@@ -547,6 +552,25 @@ static void bench_layout(const char *lname, size_t n, const uintptr_t *sorted,
 			die("foreach_dirty small count", (int)cnt);
 		mmk_pagetab_clear_all_dirty(pt);
 
+		/* churn at ~n resident pages: remove a random resident page,
+		 * insert a random absent one (n/16 pages stay out), 2n ops */
+		size_t W = n / 16 ? n / 16 : 1;
+		for (size_t i = 0; i < W; i++)
+			mmk_pagetab_remove(pt, order[i], NULL);
+		t0 = now();
+		for (size_t i = 0; i < n; i++) {
+			if ((e = mmk_pagetab_remove(pt, order[(i + W) % n], NULL)))
+				die("churn remove", e);
+			if ((e = mmk_pagetab_insert(pt, order[i], rec)))
+				die("churn insert", e);
+		}
+		t[M_CHURN][r] = 2.0 * (double)n / (now() - t0) / 1e6;
+		for (size_t i = 0; i < W; i++)
+			if ((e = mmk_pagetab_insert(pt, order[(n + i) % n], rec)))
+				die("churn refill", e);
+		if (mmk_pagetab_count(pt) != n)
+			die("churn count", (int)mmk_pagetab_count(pt));
+
 		/* removes, in another random order */
 		t0 = now();
 		for (size_t i = 0; i < n; i++)
@@ -565,6 +589,16 @@ static void bench_layout(const char *lname, size_t n, const uintptr_t *sorted,
 		g[M_RND][r] = time_gmap_lookups(&gm, q_rnd, nq);
 		g[M_CLU][r] = time_gmap_lookups(&gm, q_clu, nq);
 		g[M_MISS][r] = time_gmap_lookups(&gm, q_miss, nq);
+		for (size_t i = 0; i < W; i++)
+			gmap_remove(&gm, order[i]);
+		t0 = now();
+		for (size_t i = 0; i < n; i++) {
+			gmap_remove(&gm, order[(i + W) % n]);
+			gmap_insert(&gm, order[i], rec);
+		}
+		g[M_CHURN][r] = 2.0 * (double)n / (now() - t0) / 1e6;
+		for (size_t i = 0; i < W; i++)
+			gmap_insert(&gm, order[i], rec);
 		t0 = now();
 		for (size_t i = 0; i < n; i++)
 			gmap_remove(&gm, order[n - 1 - i]);
@@ -615,6 +649,7 @@ static void bench_layout(const char *lname, size_t n, const uintptr_t *sorted,
 	ROW("insert_address_order_expected0", M_INS_A0, "Mops/s", ">=20");
 	ROW("insert_address_order_reserved", M_INS_AR, "Mops/s", ">=20");
 	ROW("remove_random_order", M_REM, "Mops/s", ">=20");
+	ROW("insert_remove_churn_at_n", M_CHURN, "Mops/s", ">=20");
 	row(T, "bytes_per_page_max", lname, n, n, found, final_bpp, worst_bpp, "B/page", "<=24", g_bpp);
 	row(T, "bytes_per_page_final", lname, n, n, found, final_bpp, final_bpp, "B/page", "<=24", g_bpp);
 	ROW("mark_dirty_1pct", M_MARK, "Mops/s", "");

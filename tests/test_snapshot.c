@@ -355,7 +355,21 @@ static void test_adaptive(void **state)
 	mmk_snap_stats_get(s, &st);
 	assert_string_equal(st.backend, "async");
 	assert_int_equal(mmk_snap_save(s), 1);
-	/* every page dirty: the copy backend is cheaper */
+	/* 60 % dirty: copy is cheaper, but the evidence must be confirmed by
+	 * a few restores first */
+	for (size_t i = 0; i < np * 6 / 10; i++)
+		p[i * PG] ^= 0xff;
+	assert_int_equal(mmk_snap_restore(s), 0);
+	assert_memory_equal(p, ref, len);
+	mmk_snap_stats_get(s, &st);
+	assert_string_equal(st.backend, "async");
+	/* every page dirty: overwhelming, the switch follows at once */
+	for (size_t i = 0; i < np; i++)
+		p[i * PG + 1] ^= 0xff;
+	assert_int_equal(mmk_snap_restore(s), 0);
+	assert_memory_equal(p, ref, len);
+	mmk_snap_stats_get(s, &st);
+	assert_string_equal(st.backend, "copy");
 	for (int c = 0; c < 12; c++) {
 		for (size_t i = 0; i < np; i++)
 			p[i * PG + (c & 63)] ^= 0xff;

@@ -37,14 +37,6 @@ static int g_reps;
 static char g_dir[256];
 static dev_t g_dev;
 
-static uint64_t rng = 88172645463325252ULL;
-static inline uint64_t rnd(void)
-{
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return rng;
-}
 
 static long long dev_sectors(void)
 {

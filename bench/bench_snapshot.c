@@ -30,14 +30,6 @@
 static double g_t = 0.15; /* seconds per run */
 static int g_reps = 3;
 
-static uint64_t rng = 88172645463325252ULL;
-static inline uint64_t rnd(void)
-{
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return rng;
-}
 
 /* ---- the seed harness ------------------------------------------------------------------ */
 

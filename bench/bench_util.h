@@ -7,6 +7,7 @@
 #define MMK_BENCH_UTIL_H
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,17 @@
 #include <unistd.h>
 
 typedef enum { BENCH_QUICK, BENCH_DEFAULT, BENCH_FULL } bench_mode;
+
+/* xorshift64: the benchmarks' fixed-seed pseudo-random sequence (the same
+ * inputs on every run) */
+static uint64_t bench_rng = 88172645463325252ULL;
+static inline uint64_t rnd(void)
+{
+	bench_rng ^= bench_rng << 13;
+	bench_rng ^= bench_rng >> 7;
+	bench_rng ^= bench_rng << 17;
+	return bench_rng;
+}
 
 static inline double bench_now(void)
 {

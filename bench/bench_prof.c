@@ -6,12 +6,17 @@
  *  1. cost of one process sample by source: pread of a kept /proc/PID/stat
  *     (what mmkit uses), kept /proc/PID/schedstat, open+read+close of
  *     /proc/PID/stat, a perf event group read (minor, major, task-clock).
- *  2. overhead: N sleeping processes (default 100) registered with the
- *     daemon at 20 Hz and 100 Hz; the same processes watched by
- *     `perf stat -I 50 / -I 10` and `pidstat -r -u 1`.  CPU of the sampler
- *     process (sum of its threads' schedstat run time) over a window, as %
- *     of one CPU; repeated, median.  Per-process-sample cost makes the 1 Hz
- *     pidstat comparable.  Targets: <= 1 % at 100 x 100 Hz, <= 0.2 % at 20 Hz.
+ *  2. overhead: N processes (default 100) registered with the daemon at
+ *     20 Hz and 100 Hz; the same processes watched by `perf stat -I 50 /
+ *     -I 10` (and `pidstat -r -u 1` for the sleeping set).  Three sets:
+ *     all sleeping (the targets' case; measured twice: with the
+ *     switch-record idle shortcut and with --no-perf, the schedstat-only
+ *     shortcut it replaced), 10 % running every 5 ms, all running every
+ *     5 ms.  CPU of the sampler process (sum of its threads' schedstat run
+ *     time) over a window, as % of one CPU; repeated, median; a note gives
+ *     how busy the machine was meanwhile.  Per-process-sample cost makes
+ *     the 1 Hz pidstat comparable.  Targets: <= 1 % at 100 x 100 Hz,
+ *     <= 0.2 % at 20 Hz.
  *  3. jitter at 20 Hz while every CPU runs a busy loop: the daemon's wake-up
  *     lateness against its absolute schedule (p50/p99/max), next to a naive
  *     relative-sleep loop and perf stat -I 50's own print intervals.
@@ -133,9 +138,10 @@ static void stop(pid_t p)
 }
 
 /* ---- sleepers -------------------------------------------------------------------- */
-/* n processes that sleep forever, or (active) wake up every 5 ms and write
- * a few bytes: they run between every two samples, so no idle shortcut. */
-static pid_t *procs(int n, bool active)
+/* n processes; the first n_active wake up every 5 ms and write a few bytes
+ * (they run between every two samples, so no idle shortcut applies), the
+ * others sleep forever. */
+static pid_t *procs(int n, int n_active)
 {
 	pid_t *v = calloc((size_t)n, sizeof *v);
 	for (int i = 0; i < n; i++) {
@@ -144,7 +150,7 @@ static pid_t *procs(int n, bool active)
 			prctl(PR_SET_PDEATHSIG, SIGKILL);
 			static volatile char buf[4096];
 			for (unsigned k = 0;; k++) {
-				if (!active)
+				if (i >= n_active)
 					pause();
 				buf[k % sizeof buf] = (char)k;
 				usleep(5000);
@@ -156,7 +162,7 @@ static pid_t *procs(int n, bool active)
 
 static pid_t *sleepers(int n)
 {
-	return procs(n, false);
+	return procs(n, 0);
 }
 
 static void kill_all(pid_t *v, int n)
@@ -181,7 +187,7 @@ static char *pid_list(pid_t *v, int n)
 /* ---- daemon in a child ------------------------------------------------------------- */
 static char g_dir[64];
 
-static pid_t daemon_start(double rate)
+static pid_t daemon_start(double rate, bool no_perf)
 {
 	snprintf(g_dir, sizeof g_dir, "/tmp/mmkit-bench-prof-XXXXXX");
 	if (!mkdtemp(g_dir))
@@ -193,7 +199,7 @@ static pid_t daemon_start(double rate)
 	if (pid == 0) {
 		close(p[0]);
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		mmk_prof_daemon_opts o = { .dir = g_dir, .rate_hz = rate, .ready_fd = p[1] };
+		mmk_prof_daemon_opts o = { .dir = g_dir, .rate_hz = rate, .ready_fd = p[1], .no_perf = no_perf };
 		_exit(mmk_prof_daemon_run(&o) < 0);
 	}
 	close(p[1]);
@@ -225,6 +231,22 @@ static double overhead_pct(pid_t pid, int reps, double win)
 		v[r] = 100.0 * (c1 - c0) / (t1 - t0);
 	}
 	return median(v, reps);
+}
+
+/* Busy fraction of all CPUs (from /proc/stat), to say how quiet a run was. */
+static void cpu_jiffies(unsigned long long *busy, unsigned long long *total)
+{
+	*busy = *total = 0;
+	FILE *f = fopen("/proc/stat", "r");
+	unsigned long long v[10] = {0};
+	if (f && fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
+			&v[6], &v[7]) == 8) {
+		for (int i = 0; i < 8; i++)
+			*total += v[i];
+		*busy = *total - v[3] - v[4];
+	}
+	if (f)
+		fclose(f);
 }
 
 /* ---- 1. per-sample cost ------------------------------------------------------------- */
@@ -295,33 +317,40 @@ static void bench_sources(void)
 }
 
 /* ---- 2. overhead --------------------------------------------------------------------- */
-static void bench_overhead(bool active)
+/* n processes of which n_active run every 5 ms: mmkit's daemon at 20 and
+ * 100 Hz (and, for the idle set, again with --no-perf: the schedstat-only
+ * shortcut), perf stat -I at the same intervals, pidstat at 1 Hz (idle set
+ * only). */
+static void bench_overhead(int n, int n_active, const char *what)
 {
-	int n = g_quick ? 20 : 100;
 	int reps = g_quick ? 1 : g_full ? 5 : 3;
-	double win = g_quick ? 1.0 : g_full ? 4.0 : 1.5;
-	pid_t *sl = procs(n, active);
+	double win = g_quick ? 1.0 : g_full ? 4.0 : 1.2;
+	pid_t *sl = procs(n, n_active);
 	char *list = pid_list(sl, n);
 	double rates[2] = { 20, 100 };
-	int nr = active ? 1 : 2;
-	double mm[2] = { -1, -1 }, pf[2] = { -1, -1 }, ps = -1;
-	const char *what = active ? "active" : "idle";
-	for (int k = 0; k < nr; k++) {
-		fprintf(stderr, "bench_prof: overhead, mmkit daemon %.0f Hz x %d %s processes\n", rates[k], n, what);
-		pid_t d = daemon_start(rates[k]);
-		if (d < 0)
-			continue;
-		for (int i = 0; i < n; i++)
-			mmk_prof_register(g_dir, sl[i]);
-		usleep(300000);
-		mm[k] = overhead_pct(d, reps, win);
-		mmk_prof_stats st;
-		if (mmk_prof_stats_get(g_dir, &st) == 0 && st.targets != (unsigned)n)
-			printf("# WARNING: daemon has %u targets, expected %d\n", st.targets, n);
-		daemon_stop(d);
+	bool idle = n_active == 0;
+	double mm[2] = { -1, -1 }, np[2] = { -1, -1 }, pf[2] = { -1, -1 }, ps = -1;
+	unsigned long long b0, t0, b1, t1;
+	cpu_jiffies(&b0, &t0);
+	for (int pass = 0; pass < (idle ? 2 : 1); pass++) {
+		for (int k = 0; k < 2; k++) {
+			fprintf(stderr, "bench_prof: overhead, mmkit daemon%s %.0f Hz x %d %s processes\n",
+				pass ? " --no-perf" : "", rates[k], n, what);
+			pid_t d = daemon_start(rates[k], pass == 1);
+			if (d < 0)
+				continue;
+			for (int i = 0; i < n; i++)
+				mmk_prof_register(g_dir, sl[i]);
+			usleep(300000);
+			(pass ? np : mm)[k] = overhead_pct(d, reps, win);
+			mmk_prof_stats st;
+			if (mmk_prof_stats_get(g_dir, &st) == 0 && st.targets != (unsigned)n)
+				printf("# WARNING: daemon has %u targets, expected %d\n", st.targets, n);
+			daemon_stop(d);
+		}
 	}
 	if (have("perf")) {
-		for (int k = 0; k < nr; k++) {
+		for (int k = 0; k < 2; k++) {
 			fprintf(stderr, "bench_prof: overhead, perf stat -I %d x %d %s processes\n", (int)(1000 / rates[k]),
 				n, what);
 			char iv[16];
@@ -337,7 +366,7 @@ static void bench_overhead(bool active)
 			stop(p);
 		}
 	}
-	if (have("pidstat") && !active) {
+	if (have("pidstat") && idle) {
 		fprintf(stderr, "bench_prof: overhead, pidstat -r -u 1 x %d processes\n", n);
 		char *av[] = { "pidstat", "-r", "-u", "-p", list, "1", NULL };
 		pid_t p = spawn(av, NULL);
@@ -346,23 +375,28 @@ static void bench_overhead(bool active)
 		ps = overhead_pct(p, reps, w);
 		stop(p);
 	}
-	printf("overhead_pct_one_cpu,%d %s procs x 20 Hz,%.4f,%s,%.4f,%% of one CPU,<= 0.2,%.2f\n", n, what, mm[0],
-	       "n/a (1 Hz min)", pf[0], pf[0] > 0 ? mm[0] / pf[0] : 0);
-	if (!active) {
-		printf("overhead_pct_one_cpu,%d %s procs x 100 Hz,%.4f,n/a (1 Hz min),%.4f,%% of one CPU,<= 1,%.2f\n", n,
-		       what, mm[1], pf[1], pf[1] > 0 ? mm[1] / pf[1] : 0);
+	cpu_jiffies(&b1, &t1);
+	const char *tgt[2] = { "<= 0.2", "<= 1" };
+	for (int k = 0; k < 2; k++)
+		printf("overhead_pct_one_cpu,%d %s procs x %.0f Hz,%.4f,n/a (1 Hz min),%.4f,%% of one CPU,%s,%.2f\n", n,
+		       what, rates[k], mm[k], pf[k], tgt[k], pf[k] > 0 ? mm[k] / pf[k] : 0);
+	if (idle) {
+		for (int k = 0; k < 2; k++)
+			printf("overhead_pct_one_cpu,%d %s procs x %.0f Hz --no-perf (schedstat shortcut),%.4f,,%.4f,%% of "
+			       "one CPU,%s,%.2f\n",
+			       n, what, rates[k], np[k], pf[k], tgt[k], pf[k] > 0 ? np[k] / pf[k] : 0);
 		printf("overhead_pct_one_cpu,%d %s procs x 1 Hz (pidstat),,%.4f,,%% of one CPU,,\n", n, what, ps);
 	}
 	/* per process-sample cost: CPU s / (procs x rate) */
-	printf("cpu_us_per_process_sample,%d %s procs at 20 Hz (pidstat 1 Hz),%.2f,%.2f,%.2f,us,,%.2f\n", n, what,
-	       mm[0] / 100 * 1e6 / (n * 20.0), ps > 0 ? ps / 100 * 1e6 / (n * 1.0) : -1, pf[0] / 100 * 1e6 / (n * 20.0),
-	       pf[0] > 0 ? mm[0] / pf[0] : 0);
-	if (!active)
-		printf("# overhead: CPU of the sampling process (sum of its threads' schedstat) over %d window(s) of "
-		       "%.1f s, median; ratio = mmkit / perf stat.  idle = processes that sleep (mmkit's idle shortcut "
-		       "applies: one schedstat read each), active = processes that run every 5 ms (full "
-		       "/proc/PID/stat read each)\n",
-		       reps, win);
+	for (int k = 0; k < 2; k++)
+		printf("cpu_us_per_process_sample,%d %s procs at %.0f Hz (pidstat 1 Hz),%.2f,%.2f,%.2f,us,,%.2f\n", n,
+		       what, rates[k], mm[k] / 100 * 1e6 / (n * rates[k]),
+		       ps > 0 ? ps / 100 * 1e6 / (n * 1.0) : -1, pf[k] / 100 * 1e6 / (n * rates[k]),
+		       pf[k] > 0 ? mm[k] / pf[k] : 0);
+	printf("# overhead (%s): CPU of the sampling process (sum of its threads' schedstat) over %d window(s) of "
+	       "%.1f s, median; ratio = mmkit / perf stat; all CPUs were %.0f %% busy on average during this "
+	       "section (everything on the machine, the profilers included)\n",
+	       what, reps, win, t1 > t0 ? 100.0 * (double)(b1 - b0) / (double)(t1 - t0) : -1.0);
 	free(list);
 	kill_all(sl, n);
 }
@@ -381,7 +415,7 @@ static void bench_jitter(void)
 	}
 	pid_t *sl = sleepers(10);
 	fprintf(stderr, "bench_prof: jitter at 20 Hz with %d busy loops, %.0f s\n", ncpu, dur);
-	pid_t d = daemon_start(20);
+	pid_t d = daemon_start(20, false);
 	for (int i = 0; i < 10; i++)
 		mmk_prof_register(g_dir, sl[i]);
 	/* perf stat -I 50 concurrently, intervals from its timestamps */
@@ -669,8 +703,14 @@ int main(int argc, char **argv)
 	printf("# seed 002 (MP3): kernel work queue sampling at 20 Hz into a 12000-sample buffer; no overhead or "
 	       "accuracy figures are given in the seed, so targets come from the issue\n");
 	bench_sources();
-	bench_overhead(false);
-	bench_overhead(true);
+	int np = g_quick ? 20 : 100;
+	bench_overhead(np, 0, "idle");
+	bench_overhead(np, np / 10, "mixed (10% active)");
+	bench_overhead(np, np, "active");
+	printf("# idle = processes that sleep: the idle shortcut carries their counters over after one memory "
+	       "read of their switch-record buffer (--no-perf: after one schedstat read); active = processes "
+	       "that run every 5 ms: a full /proc/PID/stat + schedstat read each; mixed = 10 %% active, the "
+	       "rest asleep\n");
 	bench_jitter();
 	bench_accuracy(self);
 	bench_torn();

@@ -38,9 +38,10 @@ echo "== mmkit features"
 "$build/mmkit" features
 echo
 
-# Order: the seed comparisons in seed order; others after.
+# Order: the price list of kernel primitives first (it explains the rest),
+# then the seed comparisons in seed order; others after.
 benches=()
-for b in pagetab snapshot sfork prof rvm ckpt afl; do
+for b in primitives pagetab snapshot sfork prof rvm ckpt afl; do
   [ -x "$build/bench_$b" ] && benches+=("bench_$b")
 done
 for f in "$build"/bench_*; do

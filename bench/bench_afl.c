@@ -8,9 +8,10 @@
  * Tables (CSV, blank line between them):
  *   1. fuzzing: per mode, afl-fuzz from the same seeds for the same time,
  *      repeated (modes interleaved so machine noise hits all alike):
- *      median execs/s, ratio to the fork server, median stability, crashes
- *      found and how many reproduce when run alone (uninstrumented build,
- *      one input, fresh process).
+ *      median execs/s, ratio to the fork server, median stability, execs
+ *      per CPU second of afl-fuzz + target (robust to other load on the
+ *      machine) and its ratio, crashes found and how many reproduce when
+ *      run alone (uninstrumented build, one input, fresh process).
  *   2. coverage: every input of the reset run's queue run in sequence in one
  *      persistent process (afl-showmap -i) vs. the same input in a fresh
  *      process (afl-showmap on {neutral input, that input}: the neutral
@@ -18,8 +19,11 @@
  *      must be identical.
  *   3. reset cost: the reset build outside the fuzzer with the coverage map
  *      in shared memory as under afl-fuzz, an input dirtying 0/1/2 pages of
- *      globals or the parser on a fixed document; per-iteration time with
- *      the reset on minus off (MMK_AFL_RESET=0), median of runs.
+ *      globals or the parser on a fixed document; per-iteration CPU time
+ *      with the reset on minus off (MMK_AFL_RESET=0), median of runs, and
+ *      the same with every tracked page copied (MMK_AFL_UNTOUCHED=0
+ *      MMK_AFL_KEEP_PLT=0, the harness before untouched pages and PLT
+ *      slots were left out).
  * Needs afl-clang-fast, afl-fuzz, afl-showmap (Debian afl++; scripts/deps.sh
  * bench installs it); without them it prints a note and exits 0.
  * Flags: --quick (3 s runs, 1 rep), default (8 s runs, 2 reps), --full
@@ -32,23 +36,28 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <dirent.h>
 #include <unistd.h>
 
-#define NMODES 4
-static const char *modes[NMODES] = { "fork", "persist", "reset", "naive" };
+#define NMODES 5
+static const char *modes[NMODES] = { "fork", "persist", "reset", "naive", "reset-copyall" };
 static const char *mode_desc[NMODES] = {
 	"fork server (one process per input)",
 	"persistent __AFL_LOOP - no reset",
 	"persistent MMK_AFL_LOOP - mmkit reset",
 	"persistent __AFL_LOOP + naive full copy of writable memory",
+	"the reset build with MMK_AFL_UNTOUCHED=0 MMK_AFL_KEEP_PLT=0 (copies every tracked page; PLT slots rolled back)",
 };
+/* binary and environment of each mode */
+static const char *mode_bin[NMODES] = { "fork", "persist", "reset", "naive", "reset" };
+static const char *mode_env[NMODES] = { "", "", "", "", "MMK_AFL_UNTOUCHED=0 MMK_AFL_KEEP_PLT=0 " };
 /* the figures on this machine class (stateful parser) */
-static const char *seed_eps[NMODES] = { "12600", "115000", ">=88200 (7x fork)", "57000-63000 (hand resets)" };
-static const char *seed_stab[NMODES] = { "", "48-55%", ">=98%", "98%" };
+static const char *seed_eps[NMODES] = { "12600", "115000", ">=88200 (7x fork)", "57000-63000 (hand resets)", "" };
+static const char *seed_stab[NMODES] = { "", "48-55%", ">=98%", "98%", "" };
 
 static char src[PATH_MAX], bld[PATH_MAX], work[PATH_MAX];
 
@@ -196,23 +205,22 @@ static void coverage_check(const char *mode, const char *qdir, int nq, int *same
 	}
 }
 
-/* Table 3: ns per iteration of the reset build's cost mode */
-static double cost_run(const char *arg, int reset, double *dirtied, double *regions, double *tracked)
+/* Table 3: ns per iteration (CPU time) of the reset build's cost mode;
+ * v[] gets the other fields of its line (pages dirtied by the last restore,
+ * regions, pages tracked, untouched pages, discards, replans) */
+static double cost_run(const char *env, const char *arg, int reset, double v[6])
 {
 	char cmd[PATH_MAX + 256];
-	FMT(cmd, "MMK_AFL_RESET=%d MMK_AFL_COST=%s '%s/t_reset'", reset, arg, work);
+	FMT(cmd, "%sMMK_AFL_RESET=%d MMK_AFL_COST=%s '%s/t_reset'", env, reset, arg, work);
 	FILE *p = popen(cmd, "r");
 	if (!p)
 		return -1;
-	double ns = -1, d = 0, r = 0, t = 0;
-	if (fscanf(p, "%lf,%lf,%lf,%lf", &ns, &d, &r, &t) != 4)
+	double ns = -1, w[6] = { 0 };
+	if (fscanf(p, "%lf,%lf,%lf,%lf,%lf,%lf,%lf", &ns, &w[0], &w[1], &w[2], &w[3], &w[4], &w[5]) != 7)
 		ns = -1;
 	pclose(p);
-	if (reset) {
-		*dirtied = d;
-		*regions = r;
-		*tracked = t;
-	}
+	if (reset)
+		memcpy(v, w, sizeof w);
 	return ns;
 }
 
@@ -251,7 +259,8 @@ int main(int argc, char **argv)
 	FMT(work, "%s/afl-bench", bld);
 
 	printf("mode,execs_per_s,ratio_vs_fork,stability_pct,runs_execs_per_s,runs_stability,"
-	       "crashes_found,crashes_reproduced_alone,seed_execs_per_s,seed_stability,what\n");
+	       "execs_per_cpu_s,ratio_vs_fork_cpu,crashes_found,crashes_reproduced_alone,seed_execs_per_s,"
+	       "seed_stability,what\n");
 	if (!have("afl-clang-fast") || !have("afl-fuzz") || !have("afl-showmap")) {
 		printf("# skipped: AFL++ (afl-clang-fast, afl-fuzz, afl-showmap) not installed; "
 		       "scripts/deps.sh bench installs Debian's afl++\n");
@@ -265,7 +274,7 @@ int main(int argc, char **argv)
 	}
 	sh("rm -rf '%s' && mkdir -p '%s'", work, work);
 	for (int m = 0; m < NMODES; m++)
-		if (build(modes[m]) != 0) {
+		if (!strcmp(modes[m], mode_bin[m]) && build(modes[m]) != 0) {
 			fprintf(stderr, "bench_afl: building %s failed, see %s/build_%s.log\n", modes[m], work, modes[m]);
 			return 1;
 		}
@@ -276,15 +285,27 @@ int main(int argc, char **argv)
 	}
 
 	/* ---- table 1: fuzzing ------------------------------------------------ */
-	double eps[NMODES][8], stab[NMODES][8];
+	double eps[NMODES][8], stab[NMODES][8], epc[NMODES][8];
 	int found[NMODES] = { 0 }, repro[NMODES] = { 0 };
 	for (int r = 0; r < reps; r++)
 		for (int m = 0; m < NMODES; m++) {
 			fprintf(stderr, "bench_afl: afl-fuzz %s, run %d/%d, %d s\n", modes[m], r + 1, reps, secs);
 			char out[PATH_MAX + 64];
 			FMT(out, "%s/out_%s_%d", work, modes[m], r);
-			int rc = sh(AFL_ENV "timeout %d afl-fuzz -V %d -i '%s/examples/afl/seeds' -o '%s' -- '%s/t_%s' "
-				    ">'%s.log' 2>&1", secs + 120, secs, src, out, work, modes[m], out);
+			struct rusage ru0, ru1;
+			getrusage(RUSAGE_CHILDREN, &ru0);
+			int rc = sh(AFL_ENV "%stimeout %d afl-fuzz -V %d -i '%s/examples/afl/seeds' -o '%s' -- '%s/t_%s' "
+				    ">'%s.log' 2>&1", mode_env[m], secs + 120, secs, src, out, work, mode_bin[m], out);
+			getrusage(RUSAGE_CHILDREN, &ru1);
+			/* CPU seconds of afl-fuzz, the fork server and every child
+			 * (all waited for): execs per CPU second does not depend on
+			 * how much CPU other work on the machine left us */
+			double cpu = (double)(ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec) +
+				     (double)(ru1.ru_stime.tv_sec - ru0.ru_stime.tv_sec) +
+				     ((double)(ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec) +
+				      (double)(ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec)) / 1e6;
+			double done = stat_of(out, "execs_done");
+			epc[m][r] = cpu > 0 && done > 0 ? done / cpu : -1;
 			eps[m][r] = stat_of(out, "execs_per_sec");
 			stab[m][r] = stat_of(out, "stability");
 			if (rc != 0 || eps[m][r] < 0)
@@ -294,7 +315,7 @@ int main(int argc, char **argv)
 			found[m] += f;
 			repro[m] += p;
 		}
-	double fork_eps = 0;
+	double fork_eps = 0, fork_epc = 0;
 	for (int m = 0; m < NMODES; m++) {
 		char runs_e[256] = "", runs_s[256] = "";
 		for (int r = 0; r < reps; r++) {
@@ -305,14 +326,21 @@ int main(int argc, char **argv)
 		double e[8], s[8];
 		memcpy(e, eps[m], sizeof e);
 		memcpy(s, stab[m], sizeof s);
-		double me = median(e, reps), ms = median(s, reps);
-		if (m == 0)
+		double c[8];
+		memcpy(c, epc[m], sizeof c);
+		double me = median(e, reps), ms = median(s, reps), mc = median(c, reps);
+		if (m == 0) {
 			fork_eps = me;
-		printf("%s,%.0f,%.2f,%.2f,%s,%s,%d,%d,%s,%s,%s\n", modes[m], me, fork_eps > 0 ? me / fork_eps : 0, ms,
-		       runs_e, runs_s, found[m], repro[m], seed_eps[m], seed_stab[m], mode_desc[m]);
+			fork_epc = mc;
+		}
+		printf("%s,%.0f,%.2f,%.2f,%s,%s,%.0f,%.2f,%d,%d,%s,%s,%s\n", modes[m], me, fork_eps > 0 ? me / fork_eps : 0,
+		       ms, runs_e, runs_s, mc, fork_epc > 0 ? mc / fork_epc : 0, found[m], repro[m], seed_eps[m],
+		       seed_stab[m], mode_desc[m]);
 	}
 	printf("# %d s per afl-fuzz run, %d run(s) per mode interleaved, same seeds (examples/afl/seeds); "
 	       "execs/s and stability from AFL++ %s fuzzer_stats; medians\n", secs, reps, "4.x");
+	printf("# execs_per_cpu_s: execs_done / CPU seconds of afl-fuzz + fork server + children (getrusage "
+	       "RUSAGE_CHILDREN around each run): less sensitive than execs/s to other load on the machine\n");
 	printf("# crashes_reproduced_alone: the crashing input run once in a fresh uninstrumented process "
 	       "(examples/afl target-plain) dies by a signal\n");
 
@@ -332,25 +360,35 @@ int main(int argc, char **argv)
 
 	/* ---- table 3: reset cost ------------------------------------------------- */
 	printf("\ninput,pages_dirtied_per_restore,us_per_iter_reset,us_per_iter_no_reset,reset_cost_us,"
-	       "regions,pages_tracked,seed_target_us\n");
+	       "regions,pages_tracked,untouched_pages,discards,replans,reset_cost_us_copy_all,pages_tracked_copy_all,"
+	       "seed_target_us\n");
 	static const struct { const char *name; int pages; } cases[] = {
 		{ "writes 0 pages", 0 }, { "writes 1 page", 1 }, { "writes 2 pages", 2 }, { "parser on a fixed document", -1 },
 	};
+	static const char copy_all[] = "MMK_AFL_UNTOUCHED=0 MMK_AFL_KEEP_PLT=0 ";
 	for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
 		char arg[64];
 		FMT(arg, "%lu,%d", cases[c].pages < 0 ? cost_iters / 4 : cost_iters, cases[c].pages);
-		double on[16], off[16], d = 0, rg = 0, tr = 0;
+		double on[16], off[16], all[16], v[6] = { 0 }, va[6] = { 0 };
 		for (int r = 0; r < cost_reps; r++) {
-			on[r] = cost_run(arg, 1, &d, &rg, &tr);
-			off[r] = cost_run(arg, 0, &d, &rg, &tr);
+			on[r] = cost_run("", arg, 1, v);
+			off[r] = cost_run("", arg, 0, v);
+			all[r] = cost_run(copy_all, arg, 1, va);
 		}
-		double mon = median(on, cost_reps), moff = median(off, cost_reps);
-		printf("%s,%.0f,%.2f,%.2f,%.2f,%.0f,%.0f,%s\n", cases[c].name, d, mon / 1e3, moff / 1e3,
-		       (mon - moff) / 1e3, rg, tr, cases[c].pages >= 0 && cases[c].pages <= 2 ? "2" : "");
+		double mon = median(on, cost_reps), moff = median(off, cost_reps), mall = median(all, cost_reps);
+		printf("%s,%.0f,%.2f,%.2f,%.2f,%.0f,%.0f,%.0f,%.0f,%.0f,%.2f,%.0f,%s\n", cases[c].name, v[0], mon / 1e3,
+		       moff / 1e3, (mon - moff) / 1e3, v[1], v[2], v[3], v[4], v[5], (mall - moff) / 1e3, va[2],
+		       cases[c].pages >= 0 && cases[c].pages <= 2 ? "2" : "");
 	}
 	printf("# reset cost: the example target's process scope outside the fuzzer, coverage map in shared "
-	       "memory as under afl-fuzz; pages_dirtied counts every page the restore put back (the harness and "
-	       "AFL++'s runtime write some each iteration); median of %d runs x %lu iterations\n",
+	       "memory as under afl-fuzz; per-iteration thread CPU time (user+system: other processes on the "
+	       "machine do not inflate it) with the reset on minus off; pages_dirtied counts every page the "
+	       "restore put back (the copy backend: every tracked page); untouched_pages are left to the fault "
+	       "counter, discards = resets that saw a fault and discarded them while timed, replans = pages found "
+	       "touched and moved to the copy; copy_all = MMK_AFL_UNTOUCHED=0 MMK_AFL_KEEP_PLT=0 (every tracked "
+	       "page copied, lazily bound PLT slots rolled back); median of %d runs x %lu iterations\n",
 	       cost_reps, cost_iters);
+	printf("# parser row: without the reset the document runs on leaked state (a different path), so its "
+	       "reset_cost is indicative only\n");
 	return 0;
 }

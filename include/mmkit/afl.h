@@ -116,6 +116,7 @@ extern "C" {
  * mmk_afl__plan) */
 #define MMK_AFL_MAX_UNTOUCHED 32
 #define MMK_AFL_MAX_REPLANS 16
+#define MMK_AFL_MAX_GOT 16 /* loaded objects with lazily bound PLT slots */
 
 typedef void (*mmk_afl_hook)(void *arg);
 
@@ -143,11 +144,13 @@ typedef struct mmk_afl__live {
 	unsigned long long resets; /* restores done */
 	unsigned long long discards; /* resets that discarded the untouched runs */
 	unsigned long long replans;  /* ... and moved touched pages to the copy */
-	long minflt;               /* the process's minor faults after the last reset */
+	long minflt;               /* minor faults after the last reset */
+	int fault_who;             /* RUSAGE_THREAD or RUSAGE_SELF */
 	int pagemap_fd;            /* /proc/self/pagemap while there are runs */
 	size_t nrun, untouched;    /* untouched runs, their pages */
 	struct { uintptr_t start, end; } run[MMK_AFL_MAX_UNTOUCHED];
 	uint64_t pm[512];          /* pagemap entries being read */
+	unsigned char *gotbuf;     /* the PLT slots across a restore (shared memory) */
 	unsigned char scratch[MMK_AFL_PRESERVE_BYTES];
 } mmk_afl__live;
 
@@ -163,6 +166,8 @@ typedef struct mmk_afl__cfg {
 	size_t nexcl;
 	int off;               /* MMK_AFL_RESET=0: no reset */
 	int checked_env;
+	struct { uintptr_t addr; size_t len; } got[MMK_AFL_MAX_GOT]; /* lazy PLT slots */
+	size_t ngot, got_bytes;
 	unsigned char **area_ptr; /* &__afl_area_ptr, NULL without AFL++ */
 	unsigned char *dummy_map; /* coverage after the last input goes here */
 	mmk_afl__live *live;   /* NULL outside a running loop */
@@ -260,6 +265,7 @@ typedef struct mmk_afl_stats {
 	size_t untouched_runs;         /* ... in this many runs */
 	unsigned long long discards;   /* resets that saw faults and discarded the runs */
 	unsigned long long replans;    /* ... and found pages touched: now copied */
+	size_t plt_slots_kept;         /* lazily bound PLT slots kept across resets */
 } mmk_afl_stats;
 
 /* Statistics of the running loop (see "How" above).  Errors: -ENOENT no
@@ -275,6 +281,7 @@ static inline int mmk_afl_stats_get(mmk_afl_stats *st)
 	st->untouched_runs = l->nrun;
 	st->discards = l->discards;
 	st->replans = l->replans;
+	st->plt_slots_kept = mmk_afl__self()->got_bytes / sizeof(void *);
 	return 0;
 }
 
@@ -365,10 +372,27 @@ MMK_AFL__FN(void, mmk_afl__exclude_afl_buffers, (mmk_afl__cfg *c))
  * present in this process's memory through its own access - a write or
  * read by user code, or by the kernel on its behalf (read(2) into a buffer)
  * - is one fault and counted here. */
-MMK_AFL__FN(long, mmk_afl__minflt, (void))
+MMK_AFL__FN(long, mmk_afl__minflt, (int who))
 {
 	struct rusage ru;
-	return getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_minflt : -1;
+	return getrusage(who, &ru) == 0 ? ru.ru_minflt : -1;
+}
+
+/* RUSAGE_THREAD (half the cost: no process CPU-time sum) when the process
+ * has one thread at the save point: a thread started by an input cannot
+ * outlive the input's reset (its stack is unmapped), so no other thread
+ * can fault in between.  Otherwise the whole process's count. */
+MMK_AFL__FN(int, mmk_afl__fault_scope, (void))
+{
+	char buf[2048];
+	int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return RUSAGE_SELF;
+	ssize_t n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	buf[n > 0 ? n : 0] = 0;
+	const char *t = strstr(buf, "\nThreads:");
+	return t && strtol(t + 9, NULL, 10) == 1 ? RUSAGE_THREAD : RUSAGE_SELF;
 }
 
 /* Could a huge page ever back [a, b) without a fault of ours (khugepaged
@@ -551,6 +575,64 @@ MMK_AFL__FN(long, mmk_afl__touched, (mmk_afl__live *l, uintptr_t (*out)[2], size
 	return touched;
 }
 
+/* Lazy binding.  Unless a program is linked with -z now, the dynamic linker
+ * fills a function's PLT slot (.got.plt, private writable memory of the
+ * program and of each lazily bound library) on its first call.  A slot
+ * first used by an input would be rolled back by every reset and resolved
+ * again by the next input (~0.2-1 us each, several per input for a
+ * parser calling into libc).  The slots are the linker's cache, not program
+ * state - either value calls the same function, and the linker is not
+ * instrumented - so their bytes are kept across resets like
+ * mmk_afl_preserve() ranges; everything else on their pages is reset. */
+MMK_AFL__FN(int, mmk_afl__got_object, (struct dl_phdr_info *info, size_t size, void *arg))
+{
+	mmk_afl__cfg *c = (mmk_afl__cfg *)arg;
+	(void)size;
+	const ElfW(Dyn) *dyn = NULL;
+	for (unsigned i = 0; i < info->dlpi_phnum; i++)
+		if (info->dlpi_phdr[i].p_type == PT_DYNAMIC)
+			dyn = (const ElfW(Dyn) *)(info->dlpi_addr + info->dlpi_phdr[i].p_vaddr);
+	if (!dyn || c->ngot == MMK_AFL_MAX_GOT)
+		return 0;
+	uintptr_t pltgot = 0;
+	size_t relsz = 0;
+	long pltrel = DT_RELA;
+	int now = 0;
+	for (; dyn->d_tag != DT_NULL; dyn++)
+		switch (dyn->d_tag) {
+		case DT_PLTGOT:
+			pltgot = dyn->d_un.d_ptr;
+			break;
+		case DT_PLTRELSZ:
+			relsz = dyn->d_un.d_val;
+			break;
+		case DT_PLTREL:
+			pltrel = (long)dyn->d_un.d_val;
+			break;
+		case DT_BIND_NOW:
+			now = 1;
+			break;
+		case DT_FLAGS:
+			now |= (dyn->d_un.d_val & DF_BIND_NOW) != 0;
+			break;
+		case DT_FLAGS_1:
+			now |= (dyn->d_un.d_val & DF_1_NOW) != 0;
+			break;
+		}
+	if (now || !pltgot || !relsz)
+		return 0;
+	/* glibc relocates d_ptr in place on most targets; not on all */
+	if (pltgot < info->dlpi_addr)
+		pltgot += info->dlpi_addr;
+	size_t ent = pltrel == DT_REL ? sizeof(ElfW(Rel)) : sizeof(ElfW(Rela));
+	/* slots 0-2 are the linker's own; then one per PLT relocation */
+	c->got[c->ngot].addr = pltgot + 3 * sizeof(void *);
+	c->got[c->ngot].len = relsz / ent * sizeof(void *);
+	c->got_bytes += c->got[c->ngot].len;
+	c->ngot++;
+	return 0;
+}
+
 /* A process-scope snapshot object without AFL++'s buffers, the harness's
  * exclusions and the untouched runs; backend AUTO honours MMK_SNAP_BACKEND. */
 MMK_AFL__FN(mmk_snap *, mmk_afl__snap_new, (mmk_afl__cfg *c, mmk_afl__live *l, mmk_snap_backend be))
@@ -591,6 +673,16 @@ MMK_AFL__FN(void, mmk_afl__begin, (mmk_afl__cfg *c))
 		c->dummy_map = (unsigned char *)p;
 	}
 	mmk_afl__exclude_afl_buffers(c);
+	const char *lz = getenv("MMK_AFL_KEEP_PLT");
+	c->ngot = c->got_bytes = 0;
+	if (!(lz && lz[0] == '0'))
+		dl_iterate_phdr(mmk_afl__got_object, c);
+	if (c->got_bytes) {
+		p = mmap(NULL, c->got_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED)
+			mmk_afl__die("mmap", -ENOMEM);
+		l->gotbuf = (unsigned char *)p;
+	}
 	int rc;
 	/* Small process (AFL++'s buffers excluded): a full copy per restore
 	 * beats the tracking backends, whose restore has a fixed cost (one
@@ -635,7 +727,8 @@ MMK_AFL__FN(void, mmk_afl__begin, (mmk_afl__cfg *c))
 		if ((rc = mmk_snap_save(l->snap)) < 0)
 			mmk_afl__die("mmk_snap_save", rc);
 	}
-	l->minflt = mmk_afl__minflt();
+	l->fault_who = mmk_afl__fault_scope();
+	l->minflt = mmk_afl__minflt(l->fault_who);
 }
 
 /* The loop is over: memory has been reset; stop tracking. */
@@ -647,6 +740,8 @@ MMK_AFL__FN(void, mmk_afl__end, (mmk_afl__cfg *c))
 	mmk_snap_destroy(l->snap);
 	if (l->pagemap_fd >= 0)
 		close(l->pagemap_fd);
+	if (l->gotbuf)
+		munmap(l->gotbuf, c->got_bytes);
 	munmap(l, sizeof *l);
 }
 
@@ -660,7 +755,17 @@ MMK_AFL__FN(void, mmk_afl__reset, (mmk_afl__cfg *c))
 		memcpy(p, c->keep[i].addr, c->keep[i].len);
 		p += c->keep[i].len;
 	}
+	unsigned char *g = l->gotbuf;
+	for (i = 0; i < c->ngot; i++) {
+		memcpy(g, (void *)c->got[i].addr, c->got[i].len);
+		g += c->got[i].len;
+	}
 	int rc = mmk_snap_restore(l->snap);
+	g = l->gotbuf;
+	for (i = 0; i < c->ngot; i++) {
+		memcpy((void *)c->got[i].addr, g, c->got[i].len);
+		g += c->got[i].len;
+	}
 	if (rc < 0)
 		mmk_afl__die("mmk_snap_restore", rc);
 	if (l->nrun) {
@@ -669,7 +774,7 @@ MMK_AFL__FN(void, mmk_afl__reset, (mmk_afl__cfg *c))
 		 * Pages found touched are moved to the copy for good (an input
 		 * that touches a page will likely touch it again): memory is
 		 * exactly the image now, so a new save point is the same one. */
-		long f = mmk_afl__minflt();
+		long f = mmk_afl__minflt(l->fault_who);
 		if (f != l->minflt || f < 0) {
 			uintptr_t nr[MMK_AFL_MAX_UNTOUCHED][2];
 			size_t nn = 0, np = 0;
@@ -692,7 +797,7 @@ MMK_AFL__FN(void, mmk_afl__reset, (mmk_afl__cfg *c))
 					mmk_afl__die("mmk_snap_save", rc);
 				l->replans++;
 			}
-			f = mmk_afl__minflt();
+			f = mmk_afl__minflt(l->fault_who);
 		}
 		l->minflt = f;
 	}

@@ -716,8 +716,8 @@ int main(int argc, char **argv)
 	if (g_big.size)
 		pair_row(&g_big);
 	printf("# grid: a full image, then a delta after 1%% of the pages changed (4 KiB pages, program idle, "
-	       "%d repetitions at the small sizes, medians); the %zu MiB row is the main pass's\n",
-	       greps, g_size >> 20);
+	       "%d repetitions at the small sizes; per-pair ratio, medians)%s\n",
+	       greps, g_big.size ? "; the last row is the main pass (its program thread parked)" : "");
 	rmdir(g_dir);
 	bench_progress("");
 	return 0;

@@ -31,8 +31,14 @@
  * How.  The first time the AFL++ loop lets an input run (in the forked child,
  * after the fork server), the harness creates a process-scope snapshot
  * (mmk_snap_add_process) and saves it; after every input it calls
- * mmk_snap_restore, whose cost is proportional to the pages the input wrote
- * (snapshot.h).  The save point is taken once per child and kept.
+ * mmk_snap_restore (snapshot.h).  The save point is taken once per child
+ * and kept.  A small process (<= MMK_AFL_COPY_MAX_PAGES tracked pages, the
+ * usual fuzzing target once AFL++'s big buffers are excluded) uses the copy
+ * backend, less the pages nobody has touched yet: those are left to a fault
+ * counter (see mmk_afl__plan), so a reset copies only the touched pages
+ * (18 of 81 on the example target) plus two cheap system calls when the
+ * input populated no new page.  Lazily bound PLT slots keep their resolved
+ * values (see mmk_afl__got_object).
  *
  * What is reset: every private writable mapping of the process - the heap
  * (including the program break: memory malloc'd by an input is gone), the
@@ -44,8 +50,9 @@
  * shared memory (AFL++'s coverage map and test-case buffer are System V
  * shared memory: never tracked, so coverage is never erased), file
  * descriptors and file offsets, files, other threads, other processes,
- * kernel state (signal handlers, timers, rlimits), and memory the harness
- * asked to keep (mmk_afl_preserve).  Output buffered in stdio and not
+ * kernel state (signal handlers, timers, rlimits), the slots of lazily
+ * bound PLT entries (the dynamic linker's cache: either value calls the same
+ * function), and memory the harness asked to keep (mmk_afl_preserve).  Output buffered in stdio and not
  * flushed before the end of the iteration is discarded with the rest of
  * memory: fflush() in the iteration if it matters.  Use mmk_afl_on_reset()
  * to reset what memory does not cover (rewind a file, close descriptors an
@@ -69,9 +76,19 @@
  * A crash found with the reset on runs from the same memory state as a
  * fresh process, so it reproduces when the input is run alone.
  *
+ * Coverage.  The harness's code carries AFL++'s "ign." prefix (no coverage
+ * of its own) and the loop condition is one call site (see
+ * MMK_AFL__ONE_SITE): a child's first input gives AFL++ the same map as any
+ * later one, so a reset target can reach 100 % stability.
+ *
  * Environment: MMK_AFL_RESET=0 turns the reset off at run time (plain
  * __AFL_LOOP semantics, same binary); MMK_SNAP_BACKEND=copy|async|lazy forces
- * a snapshot backend (snapshot.h).
+ * a snapshot backend (snapshot.h); MMK_AFL_UNTOUCHED=0 copies untouched
+ * pages too; MMK_AFL_KEEP_PLT=0 rolls lazily bound PLT slots back as well.
+ *
+ * Blind spot of the fault counter: a page untouched at the save point that
+ * another process writes into (process_vm_writev, a debugger) without a
+ * fault of this process is not noticed; set MMK_AFL_UNTOUCHED=0 there.
  *
  * Failure: if the snapshot cannot be created or restored (e.g. no
  * userfaultfd and no memory), the harness writes the reason to stderr and

@@ -947,13 +947,15 @@ static void prune(mmk_ckpt *c)
 			mmk__ck_img_close(&im);
 		}
 	}
+	bool gone = false;
 	for (size_t k = 0; k < ng; k++)
 		if (!need[k] && g[k] < c->last_done_gen) {
 			char p[PATH_MAX + 64];
 			mmk__ck_name(p, sizeof p, c->dir, g[k], false);
-			(void)unlink(p);
+			gone |= unlink(p) == 0;
 		}
-	(void)mmk__ck_fsync_dir(c->dir);
+	if (gone) /* only then: a directory sync is a journal commit */
+		(void)mmk__ck_fsync_dir(c->dir);
 	free(need);
 	free(g);
 }

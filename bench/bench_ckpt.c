@@ -653,7 +653,7 @@ int main(int argc, char **argv)
 			d1[r] = run_mmkit(&p, c, 0, true);
 			park(&p, false);
 		}
-		row("mmkit full, program idle", pname, fq, preps, 0, "");
+		row("mmkit full (program idle)", pname, fq, preps, 0, "");
 		row("mmkit delta 1% changed", pname, d1, preps, 0, "");
 		pair_res pr = pair_store(g_size, fq, d1, preps);
 		if (!thp)
@@ -689,7 +689,7 @@ int main(int argc, char **argv)
 		       pname, g_size >> 20, pr.delta_ms, pr.pages, pr.full_ms, preps, pr.pct,
 		       pr.pct <= 5 ? "met" : "NOT met");
 		phase_note(pname, "delta(1%)", d1, preps);
-		phase_note(pname, "full, program idle", fq, preps);
+		phase_note(pname, "full (program idle)", fq, preps);
 		cmp_fail += 0;
 
 		atomic_store(&p.quit, 1);

@@ -404,8 +404,8 @@ static void test_sampler_pid_reuse(void **state)
 
 /* ---- idle shortcuts ------------------------------------------------------- */
 /* A child driven over a socket: 't' touch 1000 new pages, 's' spin 200 ms
- * touching pages (no system calls), 'T' start a thread that sleeps, 'x'
- * exit; each command but 's' (answered when done) and 'x' is answered with
+ * touching pages (no system calls), 'y' sleep 20 us at a time for 400 ms,
+ * 'T' start a thread that sleeps, 'x' exit; each command but 's' (answered when done) and 'x' is answered with
  * one byte once done. */
 static void *sleeper_thread(void *arg)
 {
@@ -444,6 +444,14 @@ static pid_t driven_child(int *sock)
 						;
 					clock_gettime(CLOCK_MONOTONIC, &b);
 				} while ((b.tv_sec - a.tv_sec) * 1000000000L + (b.tv_nsec - a.tv_nsec) < 200000000L);
+			} else if (c == 'y') {
+				/* 400 ms of short sleeps: thousands of switches a second */
+				struct timespec a, b, nap = { 0, 20000 };
+				clock_gettime(CLOCK_MONOTONIC, &a);
+				do {
+					nanosleep(&nap, NULL);
+					clock_gettime(CLOCK_MONOTONIC, &b);
+				} while ((b.tv_sec - a.tv_sec) * 1000000000L + (b.tv_nsec - a.tv_nsec) < 400000000L);
 			} else if (c == 'T') {
 				pthread_t th;
 				if (pthread_create(&th, NULL, sleeper_thread, NULL) != 0)
@@ -563,6 +571,30 @@ static void test_sampler_idle_shortcuts(void **state)
 	usleep(5000);
 	r1 = check_tick(s, a, &tick);
 	assert_int_equal(r1.minflt, stat_minflt(a));
+	if (perf) {
+		/* switching thousands of times a second: the buffer is dropped
+		 * (it costs the target at every switch) ... */
+		command(sock, 'y');
+		for (int i = 0; i < 12; i++)
+			check_tick(s, a, &tick);
+		mmk__prof_sampler_counts(s, &k1);
+		assert_int_equal(k1.perf_dropped, 1);
+		assert_int_equal(k1.perf_targets, 0);
+		/* ... and comes back once it has been idle for a second */
+		for (int i = 0; i < 100 && k1.perf_targets == 0; i++) {
+			check_tick(s, a, &tick);
+			mmk__prof_sampler_counts(s, &k1);
+		}
+		assert_int_equal(k1.perf_targets, 1);
+		mmk__prof_sampler_counts(s, &k0);
+		for (int i = 0; i < 4; i++)
+			check_tick(s, a, &tick);
+		mmk__prof_sampler_counts(s, &k1);
+		assert_true(k1.perf_carry >= k0.perf_carry + 2);
+		command(sock, 't');
+		r1 = check_tick(s, a, &tick);
+		assert_int_equal(r1.minflt, stat_minflt(a));
+	}
 	/* killed while carried over: the kill runs it, so the next tick (no
 	 * reap) reports the exit */
 	for (int i = 0; i < 3; i++)

@@ -19,7 +19,10 @@
  *    single-threaded target that did not run since its last full read has
  *    its counters carried over.  "Did not run" is seen without a system
  *    call through a perf switch-record buffer on the target's thread (last
- *    record a switch-out, none since; a full read every 10 s anyway), or,
+ *    record a switch-out, none since; a full read every 10 s anyway; it
+ *    costs the watched thread 1-3 us per context switch, so a target
+ *    switching more than 1000 times a second goes without until it is idle
+ *    again), or,
  *    where perf is not available, after one schedstat read (0.5 us instead
  *    of 1-4 us: run time and switch count unchanged over at least 4 ms, one
  *    scheduler tick at HZ=250; a full read at least once a second).

@@ -28,7 +28,11 @@
  *       at least once a second.  On a kernel with HZ < 250 a process that
  *       ran without a tick or a switch for 4-10 ms can have its update
  *       deferred to the next sample; cumulative counters are never lost.
- *    An exit runs do_exit, so it is never carried over.  Once a full read
+ *    An exit runs do_exit, so it is never carried over.  Watching costs
+ *    the watched thread 1-3 us per context switch (perf context switch and
+ *    record): a target that switches more than 1000 times a second (over
+ *    200 ms windows) loses its buffer and gets it back once rule 2 finds
+ *    it idle at least 1 s later.  Once a full read
  *    shows more than one thread the switch records are dropped for good
  *    (they cover the leader only, and an exec from another thread would
  *    retire the watched thread).
@@ -69,6 +73,9 @@ typedef struct target {
 	struct perf_event_mmap_page *pm; /* switch records of the leader, or NULL */
 	uint64_t off_head;    /* pm's data_head when the leader was last known off-CPU */
 	bool off_known;       /* off_head is valid: no switch-in since => it did not run */
+	bool perf_ok;         /* switch records may be (re)opened for this target */
+	uint64_t rate_head, rate_t_ns; /* head and time at the start of the rate window */
+	uint64_t rearm_ns;    /* no switch records again before this time */
 	mmk__procstat base;   /* values at registration (zero when ABSOLUTE) */
 	mmk__procstat last;   /* last successful read */
 	uint64_t last_t_ns;   /* time of the last sample */
@@ -210,6 +217,10 @@ int mmk_prof_sampler_create(mmk_prof_sampler **out, const mmk_prof_sampler_opts 
 	return 0;
 }
 
+#define PERF_SWITCH_MAX_HZ 1000        /* a target switching more often loses its buffer */
+#define PERF_RATE_WINDOW_NS 200000000ull /* over windows of this length */
+#define PERF_REARM_NS 1000000000ull    /* and gets it back when idle this much later */
+
 /* ---- switch records ------------------------------------------------------------ */
 /* A dummy software perf event on the target's leader thread (not inherited)
  * with context_switch=1 writes an 8-byte PERF_RECORD_SWITCH into a one-page
@@ -231,7 +242,10 @@ static void perf_close(mmk_prof_sampler *s, target *t)
 	t->off_known = false;
 }
 
-static void perf_open_target(mmk_prof_sampler *s, target *t)
+/* Open the switch-record buffer.  An event the kernel refuses (perf_event_paranoid
+ * 3, no perf, not permitted) is not asked for again; a buffer it cannot map
+ * (the user's perf mlock allowance is used up) is retried later. */
+static void perf_open_target(mmk_prof_sampler *s, target *t, uint64_t now)
 {
 	struct perf_event_attr a;
 	memset(&a, 0, sizeof a);
@@ -242,14 +256,23 @@ static void perf_open_target(mmk_prof_sampler *s, target *t)
 	a.exclude_kernel = 1;
 	a.exclude_hv = 1;
 	t->perffd = (int)syscall(SYS_perf_event_open, &a, t->pid, -1, -1, PERF_FLAG_FD_CLOEXEC);
-	if (t->perffd < 0)
+	if (t->perffd < 0) {
+		t->perf_ok = false;
 		return;
+	}
 	void *m = mmap(NULL, 2 * s->page, PROT_READ, MAP_SHARED, t->perffd, 0);
 	if (m == MAP_FAILED) {
 		perf_close(s, t);
+		t->rearm_ns = now + PERF_REARM_NS;
 		return;
 	}
 	t->pm = m;
+	t->rate_head = 0;
+	t->rate_t_ns = now;
+	/* the event was opened by PID: it names the target if the target was
+	 * still alive (or a zombie) afterwards */
+	if (syscall(SYS_pidfd_send_signal, t->pidfd, 0, NULL, 0) < 0 && errno != EPERM)
+		perf_close(s, t);
 }
 
 /* The buffer's head, and whether its last record is a switch-out (the
@@ -353,8 +376,9 @@ int mmk_prof_sampler_add(mmk_prof_sampler *s, pid_t pid, int pidfd, unsigned fla
 	if (!(flags & MMK_PROF_ADD_STAT_ONLY)) {
 		snprintf(path, sizeof path, "/proc/%d/schedstat", (int)pid);
 		t.schedfd = open(path, O_RDONLY | O_CLOEXEC); /* optional */
-		if (!(flags & (MMK_PROF_ADD_NO_PERF | MMK_PROF_ADD_CHILDREN)))
-			perf_open_target(s, &t); /* optional */
+		t.perf_ok = !(flags & (MMK_PROF_ADD_NO_PERF | MMK_PROF_ADD_CHILDREN));
+		if (t.perf_ok)
+			perf_open_target(s, &t, mmk_prof_now_ns()); /* optional */
 	}
 	/* The pidfd still names a live (or zombie) process, so the /proc files
 	 * just opened belong to it and not to a successor with the same PID. */
@@ -461,6 +485,20 @@ static int sample_one(mmk_prof_sampler *s, target *t, uint64_t tick, uint64_t no
 	bool fresh = now - t->full_t_ns < CARRY_MAX_NS;
 	uint64_t head = 0;
 	bool last_out = false;
+	if (t->pm && single && now - t->rate_t_ns >= PERF_RATE_WINDOW_NS) {
+		/* every switch of a watched thread costs it 1-3 us more (perf
+		 * context switch + record): not for threads that switch a lot
+		 * (2 records per switch) */
+		uint64_t recs = (__atomic_load_n(&t->pm->data_head, __ATOMIC_ACQUIRE) - t->rate_head) / 8;
+		if ((double)recs * 1e9 / (double)(now - t->rate_t_ns) > 2.0 * PERF_SWITCH_MAX_HZ) {
+			perf_close(s, t);
+			t->rearm_ns = now + PERF_REARM_NS;
+			s->cnt.perf_dropped++;
+		} else {
+			t->rate_head += recs * 8;
+			t->rate_t_ns = now;
+		}
+	}
 	if (t->pm && single) {
 		head = perf_head(t, &last_out);
 		if (t->off_known && head == t->off_head && now - t->full_t_ns < PERF_CARRY_MAX_NS) {
@@ -478,6 +516,10 @@ static int sample_one(mmk_prof_sampler *s, target *t, uint64_t tick, uint64_t no
 		/* it did not run while the head was read: off-CPU there */
 		t->off_known = t->pm != NULL;
 		t->off_head = head;
+		/* idle again after losing its buffer: watch it again (from the
+		 * next sample on: this one's schedstat read came first) */
+		if (!t->pm && t->perf_ok && now >= t->rearm_ns)
+			perf_open_target(s, t, now);
 		return 0;
 	}
 	s->cnt.full++;
@@ -529,6 +571,7 @@ static int sample_one(mmk_prof_sampler *s, target *t, uint64_t tick, uint64_t no
 			/* the leader's records no longer cover the process, and
 			 * a non-leader exec could retire the watched thread */
 			perf_close(s, t);
+			t->perf_ok = false;
 		} else {
 			/* switched out before the stat read: these counters
 			 * hold until the head moves */

@@ -13,10 +13,9 @@
  *      machine) and its ratio, crashes found and how many reproduce when
  *      run alone (uninstrumented build, one input, fresh process).
  *   2. coverage: every input of the reset run's queue run in sequence in one
- *      persistent process (afl-showmap -i) vs. the same input in a fresh
- *      process (afl-showmap on {neutral input, that input}: the neutral
- *      first input puts it at the same loop position, see README) - maps
- *      must be identical.
+ *      persistent process (afl-showmap -i) vs. the same input alone in a
+ *      fresh process, where it is the child's first input - maps must be
+ *      identical.
  *   3. reset cost: the reset build outside the fuzzer with the coverage map
  *      in shared memory as under afl-fuzz, an input dirtying 0/1/2 pages of
  *      globals or the parser on a fixed document; per-iteration CPU time
@@ -193,8 +192,8 @@ static void coverage_check(const char *mode, const char *qdir, int nq, int *same
 	sh(AFL_ENV "afl-showmap -q -t 1000 -i '%s/seq' -o '%s/seq_%s' -- '%s/t_%s' >/dev/null 2>&1",
 	   work, work, mode, work, mode);
 	for (int i = 0; i < nq; i++) {
-		sh("rm -rf '%s/one' '%s/one_out' && mkdir -p '%s/one' && printf '\\n' >'%s/one/0000-neutral' && "
-		   "cp '%s/%s' '%s/one/'", work, work, work, work, qdir, qnames[i], work);
+		sh("rm -rf '%s/one' '%s/one_out' && mkdir -p '%s/one' && cp '%s/%s' '%s/one/'", work, work, work, qdir,
+		   qnames[i], work);
 		sh(AFL_ENV "afl-showmap -q -t 1000 -i '%s/one' -o '%s/one_out' -- '%s/t_%s' >/dev/null 2>&1",
 		   work, work, work, mode);
 		char a[PATH_MAX + 300], b[PATH_MAX + 300];
@@ -259,7 +258,7 @@ int main(int argc, char **argv)
 	FMT(work, "%s/afl-bench", bld);
 
 	printf("mode,execs_per_s,ratio_vs_fork,stability_pct,runs_execs_per_s,runs_stability,"
-	       "execs_per_cpu_s,ratio_vs_fork_cpu,crashes_found,crashes_reproduced_alone,seed_execs_per_s,"
+	       "execs_per_cpu_s,ratio_vs_fork_cpu,runs_execs_per_cpu_s,crashes_found,crashes_reproduced_alone,seed_execs_per_s,"
 	       "seed_stability,what\n");
 	if (!have("afl-clang-fast") || !have("afl-fuzz") || !have("afl-showmap")) {
 		printf("# skipped: AFL++ (afl-clang-fast, afl-fuzz, afl-showmap) not installed; "
@@ -317,11 +316,12 @@ int main(int argc, char **argv)
 		}
 	double fork_eps = 0, fork_epc = 0;
 	for (int m = 0; m < NMODES; m++) {
-		char runs_e[256] = "", runs_s[256] = "";
+		char runs_e[256] = "", runs_s[256] = "", runs_c[256] = "";
 		for (int r = 0; r < reps; r++) {
-			size_t le = strlen(runs_e), ls = strlen(runs_s);
+			size_t le = strlen(runs_e), ls = strlen(runs_s), lc = strlen(runs_c);
 			snprintf(runs_e + le, sizeof runs_e - le, "%s%.0f", r ? " " : "", eps[m][r]);
 			snprintf(runs_s + ls, sizeof runs_s - ls, "%s%.2f", r ? " " : "", stab[m][r]);
+			snprintf(runs_c + lc, sizeof runs_c - lc, "%s%.0f", r ? " " : "", epc[m][r]);
 		}
 		double e[8], s[8];
 		memcpy(e, eps[m], sizeof e);
@@ -333,9 +333,9 @@ int main(int argc, char **argv)
 			fork_eps = me;
 			fork_epc = mc;
 		}
-		printf("%s,%.0f,%.2f,%.2f,%s,%s,%.0f,%.2f,%d,%d,%s,%s,%s\n", modes[m], me, fork_eps > 0 ? me / fork_eps : 0,
-		       ms, runs_e, runs_s, mc, fork_epc > 0 ? mc / fork_epc : 0, found[m], repro[m], seed_eps[m],
-		       seed_stab[m], mode_desc[m]);
+		printf("%s,%.0f,%.2f,%.2f,%s,%s,%.0f,%.2f,%s,%d,%d,%s,%s,%s\n", modes[m], me,
+		       fork_eps > 0 ? me / fork_eps : 0, ms, runs_e, runs_s, mc, fork_epc > 0 ? mc / fork_epc : 0, runs_c,
+		       found[m], repro[m], seed_eps[m], seed_stab[m], mode_desc[m]);
 	}
 	printf("# %d s per afl-fuzz run, %d run(s) per mode interleaved, same seeds (examples/afl/seeds); "
 	       "execs/s and stability from AFL++ %s fuzzer_stats; medians\n", secs, reps, "4.x");
@@ -356,7 +356,8 @@ int main(int argc, char **argv)
 		printf("%s,%d,%d,%d,%s\n", modes[m], nq, same, nq - same, m == 2 ? "all identical" : "");
 	}
 	printf("# inputs: the queue of the first reset run, run in sequence by one persistent process "
-	       "(afl-showmap -i) vs each alone after a neutral input in a fresh process\n");
+	       "(afl-showmap -i, after a neutral first input) vs each alone in a fresh process (its first "
+	       "input)\n");
 
 	/* ---- table 3: reset cost ------------------------------------------------- */
 	printf("\ninput,pages_dirtied_per_restore,us_per_iter_reset,us_per_iter_no_reset,reset_cost_us,"

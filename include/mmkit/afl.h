@@ -152,6 +152,8 @@ typedef void (*mmk_afl_hook)(void *arg);
  * looked up with dlsym because a declaration in an instrumented unit would
  * clash with the one the instrumentation pass creates. */
 #define MMK_AFL__DUMMY_MAP (8u << 20)
+/* the page size (pagemap has one entry per page) */
+#define MMK_AFL__PG ((uintptr_t)sysconf(_SC_PAGESIZE))
 
 /* Mutable state of a running loop: in a MAP_SHARED anonymous mapping of its
  * own, which process scope never tracks, so a reset does not roll it back. */
@@ -435,7 +437,7 @@ MMK_AFL__FN(int, mmk_afl__kept, (const mmk_afl__cfg *c, uintptr_t a))
 {
 	for (size_t i = 0; i < c->nkeep; i++) {
 		uintptr_t k = (uintptr_t)c->keep[i].addr;
-		if (a < k + c->keep[i].len && a + 4096 > k)
+		if (a < k + c->keep[i].len && a + MMK_AFL__PG > k)
 			return 1;
 	}
 	return 0;
@@ -502,25 +504,25 @@ MMK_AFL__FN(size_t, mmk_afl__plan, (mmk_afl__cfg *c, mmk_afl__live *l, mmk_snap 
 		if (perm[0] == 'r' && perm[1] == 'w' && perm[3] == 'p' && anon && b > a &&
 		    b - a <= ((size_t)64 << 20) && !mmk_afl__thp_possible(a, b)) {
 			for (uintptr_t base = a; base < b && ncand < cand_max;) {
-				size_t np = (b - base) / 4096;
+				size_t np = (b - base) / MMK_AFL__PG;
 				if (np > pm_max)
 					np = pm_max;
 				ssize_t want = (ssize_t)(np * sizeof *pm);
-				if (pread(pfd, pm, (size_t)want, (off_t)(base / 4096 * sizeof *pm)) != want)
+				if (pread(pfd, pm, (size_t)want, (off_t)(base / MMK_AFL__PG * sizeof *pm)) != want)
 					break;
 				for (size_t i = 0; i < np && ncand < cand_max; i++) {
-					uintptr_t pg = base + i * 4096;
+					uintptr_t pg = base + i * MMK_AFL__PG;
 					if (pm[i] >> 62) /* bit 63 present, bit 62 swapped */
 						continue;
 					if (ncand && cand[2 * ncand - 1] == pg)
-						cand[2 * ncand - 1] = pg + 4096;
+						cand[2 * ncand - 1] = pg + MMK_AFL__PG;
 					else {
 						cand[2 * ncand] = pg;
-						cand[2 * ncand + 1] = pg + 4096;
+						cand[2 * ncand + 1] = pg + MMK_AFL__PG;
 						ncand++;
 					}
 				}
-				base += np * 4096;
+				base += np * MMK_AFL__PG;
 			}
 		}
 		if (!nl)
@@ -534,14 +536,14 @@ MMK_AFL__FN(size_t, mmk_afl__plan, (mmk_afl__cfg *c, mmk_afl__live *l, mmk_snap 
 	/* keep the pages process scope tracks */
 	if (ncand && mmk_snap_save(probe) >= 1)
 		for (size_t k = 0; k < ncand && l->nrun < MMK_AFL_MAX_UNTOUCHED; k++)
-			for (uintptr_t pg = cand[2 * k]; pg < cand[2 * k + 1]; pg += 4096) {
+			for (uintptr_t pg = cand[2 * k]; pg < cand[2 * k + 1]; pg += MMK_AFL__PG) {
 				if (!mmk_snap_saved_page(probe, (void *)pg) || mmk_afl__kept(c, pg))
 					continue;
 				if (l->nrun && l->run[l->nrun - 1].end == pg)
-					l->run[l->nrun - 1].end = pg + 4096;
+					l->run[l->nrun - 1].end = pg + MMK_AFL__PG;
 				else if (l->nrun < MMK_AFL_MAX_UNTOUCHED) {
 					l->run[l->nrun].start = pg;
-					l->run[l->nrun].end = pg + 4096;
+					l->run[l->nrun].end = pg + MMK_AFL__PG;
 					l->nrun++;
 				} else
 					break;
@@ -563,29 +565,29 @@ MMK_AFL__FN(long, mmk_afl__touched, (mmk_afl__live *l, uintptr_t (*out)[2], size
 		return -1;
 	for (size_t r = 0; r < l->nrun; r++)
 		for (uintptr_t base = l->run[r].start; base < l->run[r].end;) {
-			size_t np = (l->run[r].end - base) / 4096;
+			size_t np = (l->run[r].end - base) / MMK_AFL__PG;
 			if (np > sizeof l->pm / sizeof *l->pm)
 				np = sizeof l->pm / sizeof *l->pm;
 			ssize_t want = (ssize_t)(np * sizeof *l->pm);
-			if (pread(l->pagemap_fd, l->pm, (size_t)want, (off_t)(base / 4096 * sizeof *l->pm)) != want)
+			if (pread(l->pagemap_fd, l->pm, (size_t)want, (off_t)(base / MMK_AFL__PG * sizeof *l->pm)) != want)
 				return -1;
 			for (size_t i = 0; i < np; i++) {
-				uintptr_t pg = base + i * 4096;
+				uintptr_t pg = base + i * MMK_AFL__PG;
 				if (l->pm[i] >> 62) { /* bit 63 present, bit 62 swapped */
 					touched++;
 					continue;
 				}
 				if (nn && out[nn - 1][1] == pg)
-					out[nn - 1][1] = pg + 4096;
+					out[nn - 1][1] = pg + MMK_AFL__PG;
 				else if (nn < MMK_AFL_MAX_UNTOUCHED) {
 					out[nn][0] = pg;
-					out[nn][1] = pg + 4096;
+					out[nn][1] = pg + MMK_AFL__PG;
 					nn++;
 				} else
 					continue;
 				np_all++;
 			}
-			base += np * 4096;
+			base += np * MMK_AFL__PG;
 		}
 	*nout = nn;
 	*pages = np_all;

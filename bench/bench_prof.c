@@ -14,7 +14,8 @@
  *     shortcut it replaced), 10 % running every 5 ms, all running every
  *     5 ms.  CPU of the sampler process (sum of its threads' schedstat run
  *     time) over a window, as % of one CPU; repeated, median; a note gives
- *     how busy the machine was meanwhile.  Per-process-sample cost makes
+ *     how busy the machine was meanwhile, and a control row the daemon's
+ *     cost with no targets (its wake-ups alone) at each rate.  Per-process-sample cost makes
  *     the 1 Hz pidstat comparable.  Targets: <= 1 % at 100 x 100 Hz,
  *     <= 0.2 % at 20 Hz.
  *  3. jitter at 20 Hz while every CPU runs a busy loop: the daemon's wake-up
@@ -329,7 +330,7 @@ static void bench_overhead(int n, int n_active, const char *what)
 	char *list = pid_list(sl, n);
 	double rates[2] = { 20, 100 };
 	bool idle = n_active == 0;
-	double mm[2] = { -1, -1 }, np[2] = { -1, -1 }, pf[2] = { -1, -1 }, ps = -1;
+	double mm[2] = { -1, -1 }, np[2] = { -1, -1 }, pf[2] = { -1, -1 }, ps = -1, empty[2] = { -1, -1 };
 	unsigned long long b0, t0, b1, t1;
 	cpu_jiffies(&b0, &t0);
 	for (int pass = 0; pass < (idle ? 2 : 1); pass++) {
@@ -375,6 +376,19 @@ static void bench_overhead(int n, int n_active, const char *what)
 		ps = overhead_pct(p, reps, w);
 		stop(p);
 	}
+	if (idle) {
+		/* control: the same daemon with nothing to sample, i.e. the cost
+		 * of waking up at that rate on this machine right now */
+		for (int k = 0; k < 2; k++) {
+			fprintf(stderr, "bench_prof: overhead, mmkit daemon %.0f Hz, no targets\n", rates[k]);
+			pid_t d = daemon_start(rates[k], false);
+			if (d < 0)
+				continue;
+			usleep(300000);
+			empty[k] = overhead_pct(d, reps, win);
+			daemon_stop(d);
+		}
+	}
 	cpu_jiffies(&b1, &t1);
 	const char *tgt[2] = { "<= 0.2", "<= 1" };
 	for (int k = 0; k < 2; k++)
@@ -385,6 +399,10 @@ static void bench_overhead(int n, int n_active, const char *what)
 			printf("overhead_pct_one_cpu,%d %s procs x %.0f Hz --no-perf (schedstat shortcut),%.4f,,%.4f,%% of "
 			       "one CPU,%s,%.2f\n",
 			       n, what, rates[k], np[k], pf[k], tgt[k], pf[k] > 0 ? np[k] / pf[k] : 0);
+		for (int k = 0; k < 2; k++)
+			printf("overhead_pct_one_cpu,control: no targets x %.0f Hz (the wake-ups alone),%.4f,,,%% of one "
+			       "CPU,,\n",
+			       rates[k], empty[k]);
 		printf("overhead_pct_one_cpu,%d %s procs x 1 Hz (pidstat),,%.4f,,%% of one CPU,,\n", n, what, ps);
 	}
 	/* per process-sample cost: CPU s / (procs x rate) */

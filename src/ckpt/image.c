@@ -44,40 +44,12 @@ double mmk__ck_mono(void)
 
 int mmk__ck_pwrite(int fd, const void *p, size_t n, uint64_t off)
 {
-	const char *c = p;
-	while (n) {
-		ssize_t w = pwrite(fd, c, n, (off_t)off);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (w == 0)
-			return -EIO;
-		c += w;
-		n -= (size_t)w;
-		off += (uint64_t)w;
-	}
-	return 0;
+	return mmk__pwrite_all(fd, p, n, off);
 }
 
 int mmk__ck_pread(int fd, void *p, size_t n, uint64_t off)
 {
-	char *c = p;
-	while (n) {
-		ssize_t r = pread(fd, c, n, (off_t)off);
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (r == 0)
-			return MMK_ECORRUPT; /* shorter than its header says */
-		c += r;
-		n -= (size_t)r;
-		off += (uint64_t)r;
-	}
-	return 0;
+	return mmk__pread_all(fd, p, n, off, MMK_ECORRUPT); /* shorter than its header says */
 }
 
 void mmk__ck_name(char *buf, size_t len, const char *dir, uint64_t gen, bool tmp)

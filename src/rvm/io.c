@@ -240,19 +240,5 @@ int mmk__rvm_io_sync(mmk__rvm_io *io, int fd, bool data)
 
 int mmk__rvm_io_read(int fd, void *buf, size_t len, uint64_t off)
 {
-	unsigned char *p = buf;
-	while (len) {
-		ssize_t g = pread(fd, p, len > (1u << 30) ? (1u << 30) : len, (off_t)off);
-		if (g < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (g == 0)
-			return -EIO;
-		p += g;
-		off += (uint64_t)g;
-		len -= (size_t)g;
-	}
-	return 0;
+	return mmk__pread_all(fd, buf, len, off, -EIO);
 }

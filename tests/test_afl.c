@@ -270,6 +270,74 @@ static void untouched_pages_reset(void **state)
 	}
 }
 
+/* the lazily bound PLT slot of `name`, from the harness's own table */
+static uintptr_t *plt_slot(const char *name)
+{
+	mmk_afl__cfg *c = mmk_afl__self();
+	for (size_t o = 0; o < c->ngot; o++)
+		for (size_t k = 0; k < c->got[o].len / sizeof(uintptr_t); k++) {
+			const ElfW(Rela) *r = (const ElfW(Rela) *)(const void *)(c->got[o].jmprel + k * c->got[o].relent);
+			const char *nm = c->got[o].strtab + c->got[o].symtab[ELF64_R_SYM(r->r_info)].st_name;
+			if (!strcmp(nm, name))
+				return (uintptr_t *)c->got[o].addr + k;
+		}
+	return NULL;
+}
+
+/* PLT slots an input's calls resolved keep their value across resets (no
+ * new lookup per input); a slot an input corrupted is rolled back; with
+ * MMK_AFL_KEEP_PLT=0 every slot is rolled back.  getppid is first called in
+ * the loop; getpgrp's slot (never called) is the one corrupted. */
+static void plt_slots_kept_unless_corrupted(void **state)
+{
+	(void)state;
+	for (int mode = 0; mode < 2; mode++) {
+		pid_t pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			if (mode == 1)
+				setenv("MMK_AFL_KEEP_PLT", "0", 1);
+			unsigned long it = 0, bad = 0;
+			uintptr_t img = 0, resolved = 0, corrupt = 0x1000;
+			mmk_afl_stats st = { 0 };
+			while (MMK_AFL_LOOP_WITH(30, fake_loop)) {
+				uintptr_t *s = plt_slot("getppid"), *t = plt_slot("getpgrp");
+				if (!s || !t) {
+					bad |= 1;
+					it++;
+					continue;
+				}
+				if (it == 0)
+					img = *s;
+				else if (*s != (mode == 0 ? resolved : img))
+					bad |= 2; /* kept (mode 0) / rolled back (mode 1) */
+				if (*t == corrupt)
+					bad |= 4; /* a corrupted slot survived */
+				if (getppid() <= 0)
+					bad |= 8;
+				resolved = *s;
+				if (resolved == img)
+					bad |= 16; /* lazy binding did not happen: the test proves nothing */
+				if (it % 3 == 1)
+					*t = corrupt;
+				mmk_afl_stats_get(&st);
+				it++;
+			}
+			if (it != 30 || (mode == 0) != (st.plt_slots_kept > 0))
+				bad |= 32;
+			if (bad)
+				fprintf(stderr, "plt: mode %d bad %lu kept %zu\n", mode, bad, st.plt_slots_kept);
+			_exit((int)bad);
+		}
+		int wst;
+		assert_int_equal(waitpid(pid, &wst, 0), pid);
+		assert_true(WIFEXITED(wst));
+		assert_int_equal(WEXITSTATUS(wst), 0);
+	}
+	if (getpgrp() < 0) /* referenced, so the program has its PLT slot */
+		fail();
+}
+
 static volatile int *volatile bad_ptr; /* NULL: a write faults */
 
 static void crash_is_not_swallowed(void **state)
@@ -321,6 +389,7 @@ int main(void)
 		cmocka_unit_test_setup(preserve_exclude_and_hooks, setup),
 		cmocka_unit_test_setup(reset_off_by_environment, setup),
 		cmocka_unit_test_setup(untouched_pages_reset, setup),
+		cmocka_unit_test_setup(plt_slots_kept_unless_corrupted, setup),
 		cmocka_unit_test_setup(crash_is_not_swallowed, setup),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -58,7 +58,7 @@ static unsigned char plain_buf[1 << 16];
 #define __AFL_FUZZ_TESTCASE_BUF plain_buf
 #define __AFL_FUZZ_TESTCASE_LEN ((int)read(0, plain_buf, sizeof plain_buf))
 #define __AFL_LOOP(n) plain_once()
-static inline int plain_once(void)
+static inline __attribute__((unused)) int plain_once(void)
 {
 	static int done;
 	return done ? 0 : (done = 1);

@@ -169,7 +169,8 @@ typedef struct mmk_afl__live {
 	size_t nrun, untouched;    /* untouched runs, their pages */
 	struct { uintptr_t start, end; } run[MMK_AFL_MAX_UNTOUCHED];
 	uint64_t pm[512];          /* pagemap entries being read */
-	unsigned char *gotbuf;     /* the PLT slots across a restore (shared memory) */
+	uintptr_t *gotbuf;         /* PLT slots before a restore, then the values
+				    * accepted per slot (shared memory) */
 	unsigned char scratch[MMK_AFL_PRESERVE_BYTES];
 } mmk_afl__live;
 
@@ -185,8 +186,16 @@ typedef struct mmk_afl__cfg {
 	size_t nexcl;
 	int off;               /* MMK_AFL_RESET=0: no reset */
 	int checked_env;
-	struct { uintptr_t addr; size_t len; } got[MMK_AFL_MAX_GOT]; /* lazy PLT slots */
+	struct {
+		uintptr_t addr;              /* first lazy PLT slot */
+		size_t len;                  /* bytes of slots */
+		const unsigned char *jmprel; /* their relocations (DT_JMPREL) */
+		size_t relent;               /* sizeof Rela or Rel */
+		const ElfW(Sym) *symtab;
+		const char *strtab;
+	} got[MMK_AFL_MAX_GOT];
 	size_t ngot, got_bytes;
+	int keep_plt;             /* MMK_AFL_KEEP_PLT is not 0 */
 	unsigned char **area_ptr; /* &__afl_area_ptr, NULL without AFL++ */
 	unsigned char *dummy_map; /* coverage after the last input goes here */
 	mmk_afl__live *live;   /* NULL outside a running loop */
@@ -300,7 +309,7 @@ static inline int mmk_afl_stats_get(mmk_afl_stats *st)
 	st->untouched_runs = l->nrun;
 	st->discards = l->discards;
 	st->replans = l->replans;
-	st->plt_slots_kept = mmk_afl__self()->got_bytes / sizeof(void *);
+	st->plt_slots_kept = mmk_afl__self()->keep_plt ? mmk_afl__self()->got_bytes / sizeof(void *) : 0;
 	return 0;
 }
 
@@ -613,7 +622,7 @@ MMK_AFL__FN(int, mmk_afl__got_object, (struct dl_phdr_info *info, size_t size, v
 			dyn = (const ElfW(Dyn) *)(info->dlpi_addr + info->dlpi_phdr[i].p_vaddr);
 	if (!dyn || c->ngot == MMK_AFL_MAX_GOT)
 		return 0;
-	uintptr_t pltgot = 0;
+	uintptr_t pltgot = 0, jmprel = 0, symtab = 0, strtab = 0;
 	size_t relsz = 0;
 	long pltrel = DT_RELA;
 	int now = 0;
@@ -621,6 +630,15 @@ MMK_AFL__FN(int, mmk_afl__got_object, (struct dl_phdr_info *info, size_t size, v
 		switch (dyn->d_tag) {
 		case DT_PLTGOT:
 			pltgot = dyn->d_un.d_ptr;
+			break;
+		case DT_JMPREL:
+			jmprel = dyn->d_un.d_ptr;
+			break;
+		case DT_SYMTAB:
+			symtab = dyn->d_un.d_ptr;
+			break;
+		case DT_STRTAB:
+			strtab = dyn->d_un.d_ptr;
 			break;
 		case DT_PLTRELSZ:
 			relsz = dyn->d_un.d_val;
@@ -638,18 +656,62 @@ MMK_AFL__FN(int, mmk_afl__got_object, (struct dl_phdr_info *info, size_t size, v
 			now |= (dyn->d_un.d_val & DF_1_NOW) != 0;
 			break;
 		}
-	if (now || !pltgot || !relsz)
+	if (now || !pltgot || !relsz || !jmprel || !symtab || !strtab)
 		return 0;
 	/* glibc relocates d_ptr in place on most targets; not on all */
-	if (pltgot < info->dlpi_addr)
-		pltgot += info->dlpi_addr;
+	uintptr_t base = info->dlpi_addr;
+	pltgot += pltgot < base ? base : 0;
+	jmprel += jmprel < base ? base : 0;
+	symtab += symtab < base ? base : 0;
+	strtab += strtab < base ? base : 0;
 	size_t ent = pltrel == DT_REL ? sizeof(ElfW(Rel)) : sizeof(ElfW(Rela));
 	/* slots 0-2 are the linker's own; then one per PLT relocation */
 	c->got[c->ngot].addr = pltgot + 3 * sizeof(void *);
 	c->got[c->ngot].len = relsz / ent * sizeof(void *);
+	c->got[c->ngot].jmprel = (const unsigned char *)jmprel;
+	c->got[c->ngot].relent = ent;
+	c->got[c->ngot].symtab = (const ElfW(Sym) *)symtab;
+	c->got[c->ngot].strtab = (const char *)strtab;
 	c->got_bytes += c->got[c->ngot].len;
 	c->ngot++;
 	return 0;
+}
+
+/* Is v what the dynamic linker binds slot k of object o to?  The slot's
+ * relocation names the symbol; the global lookup (as lazy binding does for
+ * a normal object; an IFUNC's implementation, too) must give exactly v.
+ * Anything else - a slot an input corrupted, a symbol bound another way -
+ * is not kept: the restore rolls it back. */
+MMK_AFL__FN(int, mmk_afl__slot_ok, (const mmk_afl__cfg *c, size_t o, size_t k, uintptr_t v))
+{
+	uintptr_t slot = c->got[o].addr + k * sizeof(void *);
+	const unsigned char *rel = c->got[o].jmprel + k * c->got[o].relent;
+	uintptr_t off;
+	unsigned long info;
+	if (c->got[o].relent == sizeof(ElfW(Rela))) {
+		off = ((const ElfW(Rela) *)(const void *)rel)->r_offset;
+		info = (unsigned long)((const ElfW(Rela) *)(const void *)rel)->r_info;
+	} else {
+		off = ((const ElfW(Rel) *)(const void *)rel)->r_offset;
+		info = (unsigned long)((const ElfW(Rel) *)(const void *)rel)->r_info;
+	}
+	(void)off;
+#if defined(__x86_64__) || defined(__aarch64__)
+	unsigned long sym = (unsigned long)ELF64_R_SYM(info);
+#else
+	unsigned long sym = (unsigned long)ELF32_R_SYM(info);
+#endif
+	if (!sym)
+		return 0;
+	const char *name = c->got[o].strtab + c->got[o].symtab[sym].st_name;
+	void *want = dlsym((void *)0 /* RTLD_DEFAULT */, name);
+	/* the relocation must be this slot's (r_offset is link-time, the
+	 * slot is run-time: compare the distance from the first slot) */
+	uintptr_t first = c->got[o].addr;
+	const unsigned char *rel0 = c->got[o].jmprel;
+	uintptr_t off0 = c->got[o].relent == sizeof(ElfW(Rela)) ? ((const ElfW(Rela) *)(const void *)rel0)->r_offset
+								: ((const ElfW(Rel) *)(const void *)rel0)->r_offset;
+	return want && (uintptr_t)want == v && off - off0 == slot - first;
 }
 
 /* A process-scope snapshot object without AFL++'s buffers, the harness's
@@ -694,13 +756,13 @@ MMK_AFL__FN(void, mmk_afl__begin, (mmk_afl__cfg *c))
 	mmk_afl__exclude_afl_buffers(c);
 	const char *lz = getenv("MMK_AFL_KEEP_PLT");
 	c->ngot = c->got_bytes = 0;
-	if (!(lz && lz[0] == '0'))
-		dl_iterate_phdr(mmk_afl__got_object, c);
-	if (c->got_bytes) {
-		p = mmap(NULL, c->got_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	c->keep_plt = !(lz && lz[0] == '0');
+	dl_iterate_phdr(mmk_afl__got_object, c);
+	if (c->got_bytes && c->keep_plt) {
+		p = mmap(NULL, 2 * c->got_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 		if (p == MAP_FAILED)
 			mmk_afl__die("mmap", -ENOMEM);
-		l->gotbuf = (unsigned char *)p;
+		l->gotbuf = (uintptr_t *)p;
 	}
 	int rc;
 	/* Small process (AFL++'s buffers excluded): a full copy per restore
@@ -760,7 +822,7 @@ MMK_AFL__FN(void, mmk_afl__end, (mmk_afl__cfg *c))
 	if (l->pagemap_fd >= 0)
 		close(l->pagemap_fd);
 	if (l->gotbuf)
-		munmap(l->gotbuf, c->got_bytes);
+		munmap(l->gotbuf, 2 * c->got_bytes);
 	munmap(l, sizeof *l);
 }
 
@@ -774,16 +836,33 @@ MMK_AFL__FN(void, mmk_afl__reset, (mmk_afl__cfg *c))
 		memcpy(p, c->keep[i].addr, c->keep[i].len);
 		p += c->keep[i].len;
 	}
-	unsigned char *g = l->gotbuf;
-	for (i = 0; i < c->ngot; i++) {
+	uintptr_t *g = l->gotbuf;
+	for (i = 0; g && i < c->ngot; i++) {
 		memcpy(g, (void *)c->got[i].addr, c->got[i].len);
-		g += c->got[i].len;
+		g += c->got[i].len / sizeof *g;
 	}
 	int rc = mmk_snap_restore(l->snap);
+	/* PLT slots: keep a slot's value if it is the one the linker binds
+	 * (checked once per slot and value, then remembered) */
 	g = l->gotbuf;
-	for (i = 0; i < c->ngot; i++) {
-		memcpy((void *)c->got[i].addr, g, c->got[i].len);
-		g += c->got[i].len;
+	uintptr_t *acc = g ? l->gotbuf + c->got_bytes / sizeof *g : NULL;
+	for (i = 0; g && i < c->ngot; i++) {
+		uintptr_t *slot = (uintptr_t *)c->got[i].addr;
+		size_t n = c->got[i].len / sizeof *g;
+		for (size_t k = 0; k < n; k++) {
+			if (g[k] == slot[k])
+				continue;
+			if (acc[k] != g[k]) {
+				if (acc[k] != 0 || !mmk_afl__slot_ok(c, i, k, g[k])) {
+					acc[k] = acc[k] ? acc[k] : 1; /* not again */
+					continue; /* not the binding: rolled back */
+				}
+			}
+			acc[k] = g[k];
+			slot[k] = g[k];
+		}
+		g += n;
+		acc += n;
 	}
 	if (rc < 0)
 		mmk_afl__die("mmk_snap_restore", rc);

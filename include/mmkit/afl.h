@@ -610,8 +610,10 @@ MMK_AFL__FN(long, mmk_afl__touched, (mmk_afl__live *l, uintptr_t (*out)[2], size
  * again by the next input (~0.2-1 us each, several per input for a
  * parser calling into libc).  The slots are the linker's cache, not program
  * state - either value calls the same function, and the linker is not
- * instrumented - so their bytes are kept across resets like
- * mmk_afl_preserve() ranges; everything else on their pages is reset. */
+ * instrumented - so a slot keeps its value across a reset when that value
+ * is exactly what the linker binds it to (dlsym of the slot's relocation
+ * symbol, checked once per slot and remembered); any other value (an input
+ * that corrupted the slot) is rolled back with the rest of memory. */
 MMK_AFL__FN(int, mmk_afl__got_object, (struct dl_phdr_info *info, size_t size, void *arg))
 {
 	mmk_afl__cfg *c = (mmk_afl__cfg *)arg;

@@ -405,7 +405,8 @@ static void test_sampler_pid_reuse(void **state)
 /* ---- idle shortcuts ------------------------------------------------------- */
 /* A child driven over a socket: 't' touch 1000 new pages, 's' spin 200 ms
  * touching pages (no system calls), 'y' sleep 20 us at a time for 400 ms,
- * 'T' start a thread that sleeps, 'x' exit; each command but 's' (answered when done) and 'x' is answered with
+ * 'T' start a thread that sleeps, 'L' hand over to a new thread and end
+ * the leader thread, 'x' exit; each command but 's' (answered when done) and 'x' is answered with
  * one byte once done. */
 static void *sleeper_thread(void *arg)
 {
@@ -413,6 +414,60 @@ static void *sleeper_thread(void *arg)
 	for (;;)
 		pause();
 	return NULL;
+}
+
+/* The driven child's state (each child has its own copy). */
+static struct {
+	int fd;
+	char *m;
+	size_t npages, used;
+} dc;
+
+static void *serve(void *arg)
+{
+	char c;
+	if (arg && write(dc.fd, "L", 1) != 1) /* taking over after 'L' */
+		_exit(4);
+	while (read(dc.fd, &c, 1) == 1) {
+		if (c == 't') {
+			for (size_t i = 0; i < 1000 && dc.used < dc.npages; i++)
+				dc.m[dc.used++ * 4096] = 1;
+		} else if (c == 's') {
+			struct timespec a, b;
+			clock_gettime(CLOCK_MONOTONIC, &a);
+			do {
+				if (dc.used < dc.npages)
+					dc.m[dc.used++ * 4096] = 1;
+				for (volatile int k = 0; k < 20000; k++)
+					;
+				clock_gettime(CLOCK_MONOTONIC, &b);
+			} while ((b.tv_sec - a.tv_sec) * 1000000000L + (b.tv_nsec - a.tv_nsec) < 200000000L);
+		} else if (c == 'y') {
+			/* 400 ms of short sleeps: thousands of switches a second */
+			struct timespec a, b, nap = { 0, 20000 };
+			clock_gettime(CLOCK_MONOTONIC, &a);
+			do {
+				nanosleep(&nap, NULL);
+				clock_gettime(CLOCK_MONOTONIC, &b);
+			} while ((b.tv_sec - a.tv_sec) * 1000000000L + (b.tv_nsec - a.tv_nsec) < 400000000L);
+		} else if (c == 'T') {
+			pthread_t th;
+			if (pthread_create(&th, NULL, sleeper_thread, NULL) != 0)
+				_exit(5);
+		} else if (c == 'L') {
+			/* a thread takes over and the leader exits: the process
+			 * lives on with one thread and a zombie leader */
+			pthread_t th;
+			if (pthread_create(&th, NULL, serve, &dc) != 0)
+				_exit(5);
+			pthread_exit(NULL);
+		} else if (c == 'x') {
+			_exit(0);
+		}
+		if (write(dc.fd, &c, 1) != 1)
+			_exit(4);
+	}
+	_exit(0);
 }
 
 static pid_t driven_child(int *sock)
@@ -424,45 +479,13 @@ static pid_t driven_child(int *sock)
 	if (pid == 0) {
 		close(sv[0]);
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		size_t npages = 20000, used = 0;
-		char *m = mmap(NULL, npages * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		if (m == MAP_FAILED)
+		dc.fd = sv[1];
+		dc.npages = 20000;
+		dc.m = mmap(NULL, dc.npages * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (dc.m == MAP_FAILED)
 			_exit(3);
-		madvise(m, npages * 4096, MADV_NOHUGEPAGE);
-		char c;
-		while (read(sv[1], &c, 1) == 1) {
-			if (c == 't') {
-				for (size_t i = 0; i < 1000 && used < npages; i++)
-					m[used++ * 4096] = 1;
-			} else if (c == 's') {
-				struct timespec a, b;
-				clock_gettime(CLOCK_MONOTONIC, &a);
-				do {
-					if (used < npages)
-						m[used++ * 4096] = 1;
-					for (volatile int k = 0; k < 20000; k++)
-						;
-					clock_gettime(CLOCK_MONOTONIC, &b);
-				} while ((b.tv_sec - a.tv_sec) * 1000000000L + (b.tv_nsec - a.tv_nsec) < 200000000L);
-			} else if (c == 'y') {
-				/* 400 ms of short sleeps: thousands of switches a second */
-				struct timespec a, b, nap = { 0, 20000 };
-				clock_gettime(CLOCK_MONOTONIC, &a);
-				do {
-					nanosleep(&nap, NULL);
-					clock_gettime(CLOCK_MONOTONIC, &b);
-				} while ((b.tv_sec - a.tv_sec) * 1000000000L + (b.tv_nsec - a.tv_nsec) < 400000000L);
-			} else if (c == 'T') {
-				pthread_t th;
-				if (pthread_create(&th, NULL, sleeper_thread, NULL) != 0)
-					_exit(5);
-			} else if (c == 'x') {
-				_exit(0);
-			}
-			if (write(sv[1], &c, 1) != 1)
-				_exit(4);
-		}
-		_exit(0);
+		madvise(dc.m, dc.npages * 4096, MADV_NOHUGEPAGE);
+		serve(NULL);
 	}
 	close(sv[1]);
 	*sock = sv[0];
@@ -472,7 +495,7 @@ static pid_t driven_child(int *sock)
 static void command(int sock, char c)
 {
 	assert_int_equal(write(sock, &c, 1), 1);
-	if (c != 's' && c != 'x') {
+	if (c != 's' && c != 'x' && c != 'L') {
 		char r;
 		assert_int_equal(read(sock, &r, 1), 1);
 		assert_int_equal(r, c);
@@ -635,6 +658,28 @@ static void test_sampler_idle_shortcuts(void **state)
 	struct rusage ru;
 	assert_int_equal(wait4(b, NULL, 0, &ru), b);
 	assert_int_equal(fin.minflt, (uint64_t)ru.ru_minflt);
+	/* the leader thread exits and one other thread lives on (the zombie
+	 * leader still counts in num_threads here, but the sampler must not
+	 * rely on that): the leader's switches and schedstat stopped for good */
+	int sock2;
+	pid_t d = driven_child(&sock2);
+	command(sock2, 't');
+	assert_int_equal(mmk_prof_sampler_add(s, d, -1, MMK_PROF_ADD_ABSOLUTE), 0);
+	for (int i = 0; i < 3; i++)
+		check_tick(s, d, &tick);
+	char ch2 = 'L';
+	assert_int_equal(write(sock2, &ch2, 1), 1);
+	assert_int_equal(read(sock2, &ch2, 1), 1); /* answered by the new thread */
+	for (int i = 0; i < 4; i++)
+		check_tick(s, d, &tick);
+	for (int k = 0; k < 3; k++) {
+		command(sock2, 't');
+		r1 = check_tick(s, d, &tick);
+		assert_int_equal(r1.minflt, stat_minflt(d));
+	}
+	command(sock2, 'x');
+	close(sock2);
+	assert_int_equal(waitpid(d, NULL, 0), d);
 	mmk_prof_sampler_destroy(s);
 }
 

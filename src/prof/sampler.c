@@ -13,8 +13,8 @@
  *  - Idle shortcut: fault and CPU counters of a process change only while one
  *    of its threads runs (faults are charged to the faulting task; exited
  *    children's counters are added when the process reaps them).  For a
- *    single-threaded target without MMK_PROF_ADD_CHILDREN (a new thread
- *    needs the leader to run clone) two rules say "did not run since the
+ *    single-threaded target without MMK_PROF_ADD_CHILDREN whose leader is
+ *    not a zombie (a new thread needs the leader to run clone) two rules say "did not run since the
  *    last full read", and its record is then carried over:
  *    1. switch records (perf dummy event with context_switch=1 on the
  *       leader, buffer mapped read-only): the head was read before a full
@@ -481,7 +481,8 @@ static int sample_one(mmk_prof_sampler *s, target *t, uint64_t tick, uint64_t no
 	if (!now)
 		now = mmk_prof_now_ns();
 	/* idle shortcuts (see the invariants): single-threaded, no children */
-	bool single = !force && t->last.nthreads == 1 && !(t->flags & MMK_PROF_ADD_CHILDREN) && t->rec.kind != MMK_PROF_EXIT;
+	bool single = !force && t->last.nthreads == 1 && t->last.state != 'Z' && !(t->flags & MMK_PROF_ADD_CHILDREN) &&
+		      t->rec.kind != MMK_PROF_EXIT;
 	bool fresh = now - t->full_t_ns < CARRY_MAX_NS;
 	uint64_t head = 0;
 	bool last_out = false;

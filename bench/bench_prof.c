@@ -308,7 +308,7 @@ static void bench_sources(void)
 	kill_all(sl, 1);
 	printf("sample_cost_ns,kept /proc/PID/stat (mmkit),%.0f,,%.0f,ns per process sample,,\n", r[0],
 	       r[3]);
-	printf("sample_cost_ns,kept /proc/PID/schedstat (mmkit; idle shortcut),%.0f,,,ns,,\n", r[1]);
+	printf("sample_cost_ns,kept /proc/PID/schedstat (mmkit: utilisation; idle shortcut without perf),%.0f,,,ns,,\n", r[1]);
 	printf("sample_cost_ns,open+read+close /proc/PID/stat (pidstat's way),,%.0f,,ns,,\n", r[2]);
 	if (r[3] < 0)
 		printf("# perf event group read unavailable: %s\n", strerror(errno));

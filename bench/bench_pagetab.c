@@ -15,6 +15,9 @@
  *           library call) or, for the dirty walks, a plain walk of every
  *           entry (mmk_pagetab_foreach with an empty callback): the least a
  *           walk without a dirty index costs.
+ * bytes_per_page_max is the worst point of a build from empty (just after a
+ * growth), _final that table at the end, _reserved the table created for n
+ * pages and filled to n (the one the lookup, churn and remove rows use).
  * Insert/remove rows: building the table in address or random order into
  * a table created empty (expected0: it grows ~1.25x at a time, each entry is
  * moved ~4 times on the way) or sized in advance (reserved); removing every
@@ -446,7 +449,7 @@ static void bench_layout(const char *lname, size_t n, const uintptr_t *sorted,
 {
 	int R = g_runs;
 	double t[M_N][16], g[M_N][16];
-	double worst_bpp = 0, final_bpp = 0, g_bpp = 0;
+	double worst_bpp = 0, final_bpp = 0, g_bpp = 0, res_bpp = 0;
 	static char recbuf[1];
 	void *rec = recbuf;
 	memset(g, 0, sizeof(g));
@@ -500,6 +503,7 @@ static void bench_layout(const char *lname, size_t n, const uintptr_t *sorted,
 		t[M_INS_AR][r] = time_inserts(sorted, n, n, rec, NULL);
 		t[M_INS_R0][r] = time_inserts(order, n, 0, rec, NULL);
 		t[M_INS_RR][r] = time_inserts(order, n, n, rec, &pt);
+		res_bpp = (double)mmk_pagetab_bytes(pt) / (double)n;
 
 		t[M_RND][r] = time_lookups(pt, q_rnd, nq, hit_sum);
 		t[M_CLU][r] = time_lookups(pt, q_clu, nq, hit_sum);
@@ -652,6 +656,7 @@ static void bench_layout(const char *lname, size_t n, const uintptr_t *sorted,
 	ROW("insert_remove_churn_at_n", M_CHURN, "Mops/s", ">=20");
 	row(T, "bytes_per_page_max", lname, n, n, found, final_bpp, worst_bpp, "B/page", "<=24", g_bpp);
 	row(T, "bytes_per_page_final", lname, n, n, found, final_bpp, final_bpp, "B/page", "<=24", g_bpp);
+	row(T, "bytes_per_page_reserved", lname, n, n, found, final_bpp, res_bpp, "B/page", "<=24", g_bpp);
 	ROW("mark_dirty_1pct", M_MARK, "Mops/s", "");
 	row(T, "foreach_dirty_1pct", lname, n, n, found, final_bpp, median(t[M_FD], R), "us", "", median(t[M_FULL], R));
 	row(T, "foreach_dirty_1pct_per_page", lname, n, n, found, final_bpp,

@@ -665,6 +665,35 @@ static void test_memory_bound(void **state)
 	mmk_pagetab_destroy(pt);
 }
 
+/*
+ * A table created for n pages (or reserved for n) holds n pages without
+ * growing, and within the same 24 bytes/page bound.
+ */
+static void test_reserved_bound(void **state)
+{
+	(void)state;
+	static int dummy;
+	static const size_t sizes[] = {4096, 10007, 100000, 400000};
+	for (size_t z = 0; z < sizeof(sizes) / sizeof(sizes[0]); z++) {
+		size_t n = sizes[z];
+		for (int how = 0; how < 2; how++) {
+			mmk_pagetab *pt;
+			assert_int_equal(mmk_pagetab_create(&pt, how ? 0 : n), 0);
+			if (how)
+				assert_int_equal(mmk_pagetab_reserve(pt, n), 0);
+			size_t b = mmk_pagetab_bytes(pt);
+			for (size_t i = 0; i < n; i++)
+				assert_int_equal(mmk_pagetab_insert(pt, (uintptr_t)i * 3 * PG, &dummy), 0);
+			assert_int_equal(mmk_pagetab_bytes(pt), b); /* no growth */
+			double bpp = (double)b / (double)n;
+			if (bpp > 24.0)
+				fail_msg("%zu pages %s: %.2f bytes/page", n,
+					 how ? "reserved" : "expected", bpp);
+			mmk_pagetab_destroy(pt);
+		}
+	}
+}
+
 /* ---- never loses an entry: the seed's worst case ---------------------- */
 
 static void test_seed_collisions(void **state)
@@ -947,6 +976,7 @@ int main(void)
 		cmocka_unit_test(test_long_clusters),
 		cmocka_unit_test(test_sparse_dirty_moves),
 		cmocka_unit_test(test_memory_bound),
+		cmocka_unit_test(test_reserved_bound),
 		cmocka_unit_test(test_seed_collisions),
 		cmocka_unit_test(test_differential),
 		cmocka_unit_test(test_debug_checks),

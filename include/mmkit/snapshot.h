@@ -84,7 +84,10 @@
  * are tracked like any other), but during mmk_snap_save/restore/drop every
  * other thread that might write tracked memory must be quiesced (stopped at
  * a barrier) by the caller: a write racing with a restore may be lost or
- * survive the restore.  Process scope never restores other threads' stacks
+ * survive the restore, and with the async backend it may also leave that
+ * page untracked for every later restore of the save point (the restore
+ * re-protects the pages it copied back in one pass at its end, which can
+ * cover a page another thread wrote meanwhile).  Process scope never restores other threads' stacks
  * only if they are excluded with mmk_snap_exclude(); with them quiesced in
  * user code, restoring their stacks too is what a rollback means.
  *

@@ -225,7 +225,8 @@ static const mmk__backend *backend_for(mmk_snap *s, uintptr_t start, uintptr_t e
  * costs measured on this machine class (per page: ~2.5 us lazy fault + copy,
  * ~0.5 us async fault + copy, ~0.7 ns async scan of a clean page, ~0.25 us
  * copy), and switches after SWITCH_AFTER consecutive restores agree (at
- * once from async to copy when a restore found >= 3/4 of the pages dirty).  The
+ * once from async to copy when one restore found >= 3/4 of the pages dirty,
+ * whatever the history).  The
  * switch happens right after a restore, when memory equals image(L_1), so
  * the new backend starts from exactly the saved image. */
 #define COPY_SAMPLE 16
@@ -252,16 +253,18 @@ static void adapt(mmk_snap *s, mmk__region *r)
 	r->ewma_dirty = r->nobs ? 0.7 * r->ewma_dirty + 0.3 * (double)r->last_dirty
 				: (double)r->last_dirty;
 	r->nobs++;
-	const mmk__backend *want = best_backend(r);
+	/* Overwhelming evidence needs no confirmation and outweighs the
+	 * history: a restore that found at least three quarters of a large
+	 * async region dirty has just paid a write fault per page; copying
+	 * wins by far, and waiting SWITCH_AFTER restores would pay that again
+	 * (4 x 100 ms for a dirty 256 MiB region). */
+	bool sure = r->be == &mmk__be_async && r->end - r->start >= COPY_MAX &&
+		    4 * r->last_dirty >= 3 * r->npages;
+	const mmk__backend *want = sure ? &mmk__be_copy : best_backend(r);
 	if (want == r->be) {
 		r->want_count = 0;
 		return;
 	}
-	/* Overwhelming evidence needs no confirmation: a restore that found
-	 * three quarters of an async region dirty has just paid a write fault
-	 * per page; copying wins by far, and waiting SWITCH_AFTER restores
-	 * would pay that again (4 x 100 ms for a dirty 256 MiB region). */
-	bool sure = want == &mmk__be_copy && (double)r->last_dirty > 0.75 * (double)r->npages;
 	if (++r->want_count < SWITCH_AFTER && !sure)
 		return;
 	r->want_count = 0;

@@ -13,7 +13,8 @@ libdir=$(ls -d "$tmp"/prefix/lib* | head -1)
 [ -e "$libdir/libmmkit.a" ] || { echo "missing static library"; exit 1; }
 so=$(readlink -f "$libdir/libmmkit.so")
 soname=$(objdump -p "$so" | awk '/SONAME/ {print $2}')
-[ "$soname" = libmmkit.so.0 ] || { echo "bad soname '$soname'"; exit 1; }
+want=libmmkit.so.$(sed -n 's/^set(MMK_SOVERSION \([0-9]*\))/\1/p' "$src/CMakeLists.txt")
+[ "$soname" = "$want" ] || { echo "bad soname '$soname' (want $want)"; exit 1; }
 if command -v scdoc >/dev/null; then
   [ -e "$tmp/prefix/share/man/man1/mmkit.1" ] || { echo "missing man page"; exit 1; }
 fi
@@ -38,5 +39,5 @@ out=$(LD_LIBRARY_PATH="$libdir" "$tmp/prog")
 grep -q '^kernel ' <<<"$out" || { echo "program output: $out"; exit 1; }
 # the installed library is the shared one (the program is not static)
 deps=$(LD_LIBRARY_PATH="$libdir" ldd "$tmp/prog")
-grep -q 'libmmkit.so.0' <<<"$deps" || { echo "ldd: $deps"; exit 1; }
+grep -q "$want" <<<"$deps" || { echo "ldd: $deps"; exit 1; }
 echo "install + pkg-config OK"

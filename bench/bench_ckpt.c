@@ -533,7 +533,6 @@ int main(int argc, char **argv)
 		       strerror(f->uffd_errno));
 
 	double ddv[32];
-	int cmp_fail = 0;
 	const char *only = getenv("MMK_BENCH_PAGES"); /* 4k or thp: one pass only */
 	if (!thp_pass && !only)
 		printf("# huge pages (THP) pass: --full or MMK_BENCH_PAGES=thp\n");
@@ -690,7 +689,6 @@ int main(int argc, char **argv)
 		       pr.pct <= 5 ? "met" : "NOT met");
 		phase_note(pname, "delta(1%)", d1, preps);
 		phase_note(pname, "full (program idle)", fq, preps);
-		cmp_fail += 0;
 
 		atomic_store(&p.quit, 1);
 		pthread_join(th, NULL);

@@ -158,11 +158,6 @@ static inline size_t next_slot(const mmk_pagetab *pt, size_t i)
 	return i + 1 == pt->nslots ? 0 : i + 1;
 }
 
-static inline size_t prev_slot(const mmk_pagetab *pt, size_t i)
-{
-	return i == 0 ? pt->nslots - 1 : i - 1;
-}
-
 /* True displacement of key word k stored at slot i (needed only for
  * displacements >= FSAT - 1, which the key word cannot hold). */
 __attribute__((noinline, cold))

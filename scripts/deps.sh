@@ -2,7 +2,7 @@
 # scripts/deps.sh GROUP... - make sure the Debian packages a make target needs
 # are installed.  As root: `apt-get install -y` only the missing ones (after
 # one `apt-get update`).  As non-root: print the exact command and fail.
-# Groups: build test bench asan kernels.
+# Groups: build test bench asan kernels clang.
 set -euo pipefail
 
 declare -A PKGS=(
@@ -11,6 +11,7 @@ declare -A PKGS=(
   [asan]="libcmocka-dev"
   [bench]="gnuplot-nox sysstat linux-perf liblmdb-dev libsqlite3-dev afl++ clang"
   [kernels]="libcmocka-dev qemu-system-x86 busybox-static cpio"
+  [clang]="clang"
 )
 
 want=()

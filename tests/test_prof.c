@@ -1,7 +1,9 @@
 /*
  * tests/test_prof.c - the profiler: ring (wrap, concurrent readers, no torn
  * records, read-only mapping), sampler (accuracy against wait4 rusage, exit
- * while registered, PID reuse), timer (no drift), the daemon's control
+ * while registered, PID reuse, idle shortcuts: stale-carry checks while
+ * idle, running, switching often, with a second thread, after the leader
+ * thread exits and after an exec from a non-leader thread), timer (no drift), the daemon's control
  * protocol and its errors, CSV round trip.
  */
 #include "test_util.h"
@@ -13,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/sched.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -406,7 +409,8 @@ static void test_sampler_pid_reuse(void **state)
 /* A child driven over a socket: 't' touch 1000 new pages, 's' spin 200 ms
  * touching pages (no system calls), 'y' sleep 20 us at a time for 400 ms,
  * 'T' start a thread that sleeps, 'L' hand over to a new thread and end
- * the leader thread, 'x' exit; each command but 's' (answered when done) and 'x' is answered with
+ * the leader thread, 'E' a new thread calls execve (exec_child below
+ * answers), 'x' exit; each command but 's' (answered when done) and 'x' is answered with
  * one byte once done. */
 static void *sleeper_thread(void *arg)
 {
@@ -422,6 +426,46 @@ static struct {
 	char *m;
 	size_t npages, used;
 } dc;
+
+/* After 'E': this program again, as "--exec-child FD".  It answers 'E',
+ * sleeps 100 ms (idle right after the exec), touches pages for 600 ms
+ * without a system call in between (running), answers 'e' and waits for
+ * the socket to close. */
+static void *exec_thread(void *arg)
+{
+	(void)arg;
+	char fd[16];
+	snprintf(fd, sizeof fd, "%d", dup(dc.fd)); /* without CLOEXEC */
+	execl("/proc/self/exe", "test_prof", "--exec-child", fd, (char *)NULL);
+	_exit(6);
+}
+
+static int exec_child(int fd)
+{
+	if (write(fd, "E", 1) != 1)
+		return 4;
+	usleep(100000);
+	size_t n = 20000;
+	char *m = mmap(NULL, n * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (m == MAP_FAILED)
+		return 3;
+	madvise(m, n * 4096, MADV_NOHUGEPAGE);
+	struct timespec a, b;
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	size_t i = 0;
+	do {
+		m[i++ % n * 4096] = 1;
+		if (i % n == 0)
+			madvise(m, n * 4096, MADV_DONTNEED);
+		clock_gettime(CLOCK_MONOTONIC, &b); /* vDSO */
+	} while ((b.tv_sec - a.tv_sec) * 1000000000L + (b.tv_nsec - a.tv_nsec) < 600000000L);
+	char c = 'e';
+	if (write(fd, &c, 1) != 1)
+		return 4;
+	while (read(fd, &c, 1) == 1)
+		;
+	return 0;
+}
 
 static void *serve(void *arg)
 {
@@ -461,6 +505,12 @@ static void *serve(void *arg)
 			if (pthread_create(&th, NULL, serve, &dc) != 0)
 				_exit(5);
 			pthread_exit(NULL);
+		} else if (c == 'E') {
+			pthread_t th;
+			if (pthread_create(&th, NULL, exec_thread, NULL) != 0)
+				_exit(5);
+			for (;;)
+				pause(); /* until the exec retires this thread */
 		} else if (c == 'x') {
 			_exit(0);
 		}
@@ -680,6 +730,42 @@ static void test_sampler_idle_shortcuts(void **state)
 	command(sock2, 'x');
 	close(sock2);
 	assert_int_equal(waitpid(d, NULL, 0), d);
+	/* a thread other than the leader calls execve between two samples:
+	 * the watched leader thread is retired (its buffer never moves again)
+	 * and the new image, idle for a few samples and then running, must
+	 * never be carried over on the dead buffer */
+	pid_t e = driven_child(&sock2);
+	command(sock2, 't');
+	assert_int_equal(mmk_prof_sampler_add(s, e, -1, MMK_PROF_ADD_ABSOLUTE), 0);
+	mmk__prof_counts k2;
+	mmk__prof_sampler_counts(s, &k0);
+	for (int i = 0; i < 4; i++)
+		check_tick(s, e, &tick);
+	mmk__prof_sampler_counts(s, &k1);
+	if (perf)
+		assert_true(k1.perf_carry >= k0.perf_carry + 2);
+	r0 = check_tick(s, e, &tick);
+	ch2 = 'E';
+	assert_int_equal(write(sock2, &ch2, 1), 1);
+	assert_int_equal(read(sock2, &ch2, 1), 1); /* answered by the new image */
+	assert_int_equal(ch2, 'E');
+	bool ran = false;
+	for (int i = 0; i < 200 && !ran; i++) {
+		r1 = check_tick(s, e, &tick);
+		struct pollfd pf = { sock2, POLLIN, 0 };
+		ran = poll(&pf, 1, 0) == 1;
+	}
+	assert_true(ran);
+	assert_int_equal(read(sock2, &ch2, 1), 1);
+	assert_int_equal(ch2, 'e');
+	r1 = check_tick(s, e, &tick);
+	assert_true(r1.minflt >= r0.minflt + 10000);
+	assert_int_equal(r1.minflt, stat_minflt(e));
+	mmk__prof_sampler_counts(s, &k2);
+	if (perf)
+		assert_int_equal(k2.perf_dead, k1.perf_dead + 1);
+	close(sock2);
+	assert_int_equal(waitpid(e, NULL, 0), e);
 	mmk_prof_sampler_destroy(s);
 }
 
@@ -931,8 +1017,10 @@ static void test_procstat_parse(void **state)
 	close(fd);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+	if (argc == 3 && !strcmp(argv[1], "--exec-child"))
+		return exec_child(atoi(argv[2]));
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_ring_basic),
 		cmocka_unit_test(test_ring_stress),

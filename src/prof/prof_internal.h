@@ -39,6 +39,9 @@ typedef struct mmk__prof_counts {
 	uint64_t sched_carry;   /* carried over after a schedstat read */
 	uint64_t perf_carry;    /* carried over on the switch records alone (no syscall) */
 	uint64_t perf_dropped;  /* buffers dropped for switching too often */
+	uint64_t perf_dead;     /* buffers closed because the watched thread exited */
+	uint64_t perf_opens;    /* perf_event_open calls */
+	uint64_t perf_map_failed; /* buffers that could not be mapped (mlock allowance) */
 	unsigned perf_targets;  /* current targets watched through switch records */
 } mmk__prof_counts;
 MMK_HIDDEN void mmk__prof_sampler_counts(const mmk_prof_sampler *s, mmk__prof_counts *c);

@@ -16,26 +16,37 @@
  *    single-threaded target without MMK_PROF_ADD_CHILDREN whose leader is
  *    not a zombie (a new thread needs the leader to run clone) two rules say "did not run since the
  *    last full read", and its record is then carried over:
- *    1. switch records (perf dummy event with context_switch=1 on the
- *       leader, buffer mapped read-only): the head was read before a full
- *       read or a rule-2 decision, the leader was off-CPU at that moment
- *       (last record a switch-out, or rule 2 held), and the head has not
- *       moved since: it was never switched in again.  No system call.  A
- *       full read still happens every 10 s as a safety net.
+ *    1. switch records (perf dummy event with context_switch=1 and task=1
+ *       on the leader, buffer mapped read-only): the head was read before
+ *       a full read, the leader was off-CPU at that moment (last record a
+ *       switch-out, or nothing recorded since the buffer was opened and
+ *       the stat read found it asleep, state not 'R'), and the head has
+ *       not moved since: it was never switched in again.  No system call.
+ *       A full read still happens every 10 s as a safety net.  A rule-2
+ *       decision arms it only on a buffer with nothing recorded, and only
+ *       until rule 2's own full read is due (1 s): schedstat can miss a
+ *       running task (see rule 2).  The watched thread's exit writes a
+ *       PERF_RECORD_EXIT, so a dead buffer (the leader retired by an exec
+ *       from another thread, which keeps the process single-threaded) is
+ *       never read as "off-CPU"; it is closed when seen and the new leader
+ *       is watched again once rule 2 finds it idle 1 s later.
  *    2. schedstat: the leader's run time and switch-in count are unchanged
  *       since the last full read, at least 4 ms ago (one scheduler tick at
  *       HZ=250, which updates the run time of a running task); a full read
  *       at least once a second.  On a kernel with HZ < 250 a process that
  *       ran without a tick or a switch for 4-10 ms can have its update
- *       deferred to the next sample; cumulative counters are never lost.
+ *       deferred to the next sample (on nohz_full CPUs: up to the 1 s full
+ *       read); cumulative counters are never lost.
  *    An exit runs do_exit, so it is never carried over.  Watching costs
  *    the watched thread 1-3 us per context switch (perf context switch and
  *    record): a target that switches more than 1000 times a second (over
  *    200 ms windows) loses its buffer and gets it back once rule 2 finds
- *    it idle at least 1 s later.  Once a full read
- *    shows more than one thread the switch records are dropped for good
- *    (they cover the leader only, and an exec from another thread would
- *    retire the watched thread).
+ *    it idle at least 1 s later.  When the user's perf mlock allowance is
+ *    used up, no buffer is tried again before one of this sampler's is
+ *    closed or a sampler-wide wait (1 s doubling to 64 s) has passed.  A
+ *    target gets a buffer only if its first stat read shows one thread;
+ *    once a full read shows more than one thread the switch records are
+ *    dropped for good (they cover the leader only).
  *  - A target whose stat shows state 'Z' (zombie) while its pidfd is readable
  *    (the whole thread group exited), or whose stat fails with ESRCH, is
  *    dropped with one EXIT record; a zombie's counters are final and exact.
@@ -73,6 +84,7 @@ typedef struct target {
 	struct perf_event_mmap_page *pm; /* switch records of the leader, or NULL */
 	uint64_t off_head;    /* pm's data_head when the leader was last known off-CPU */
 	bool off_known;       /* off_head is valid: no switch-in since => it did not run */
+	bool off_weak;        /* armed by rule 2 alone: carry no longer than rule 2 would */
 	bool perf_ok;         /* switch records may be (re)opened for this target */
 	uint64_t rate_head, rate_t_ns; /* head and time at the start of the rate window */
 	uint64_t rearm_ns;    /* no switch records again before this time */
@@ -91,6 +103,8 @@ struct mmk_prof_sampler {
 	int epfd;
 	uint64_t tick_ns; /* ns per clock tick */
 	size_t page;
+	uint64_t perf_block_ns;   /* mlock allowance used up: no buffer mapped before this */
+	uint64_t perf_backoff_ns; /* the next wait after a failed map (doubles) */
 	mmk__prof_counts cnt;
 };
 
@@ -220,6 +234,7 @@ int mmk_prof_sampler_create(mmk_prof_sampler **out, const mmk_prof_sampler_opts 
 #define PERF_SWITCH_MAX_HZ 1000        /* a target switching more often loses its buffer */
 #define PERF_RATE_WINDOW_NS 200000000ull /* over windows of this length */
 #define PERF_REARM_NS 1000000000ull    /* and gets it back when idle this much later */
+#define PERF_BACKOFF_MAX_NS 64000000000ull /* longest wait for mlock allowance */
 
 /* ---- switch records ------------------------------------------------------------ */
 /* A dummy software perf event on the target's leader thread (not inherited)
@@ -233,8 +248,10 @@ int mmk_prof_sampler_create(mmk_prof_sampler **out, const mmk_prof_sampler_opts 
  * it the schedstat rule below decides. */
 static void perf_close(mmk_prof_sampler *s, target *t)
 {
-	if (t->pm)
+	if (t->pm) {
 		munmap(t->pm, 2 * s->page);
+		s->perf_block_ns = 0; /* allowance given back: the next map may fit */
+	}
 	if (t->perffd >= 0)
 		close(t->perffd);
 	t->pm = NULL;
@@ -244,7 +261,9 @@ static void perf_close(mmk_prof_sampler *s, target *t)
 
 /* Open the switch-record buffer.  An event the kernel refuses (perf_event_paranoid
  * 3, no perf, not permitted) is not asked for again; a buffer it cannot map
- * (the user's perf mlock allowance is used up) is retried later. */
+ * (the user's perf mlock allowance is used up) is retried later: no target
+ * tries again before a buffer of this sampler is closed or a sampler-wide
+ * wait has passed (1 s, doubling after each failure up to 64 s). */
 static void perf_open_target(mmk_prof_sampler *s, target *t, uint64_t now)
 {
 	struct perf_event_attr a;
@@ -255,6 +274,10 @@ static void perf_open_target(mmk_prof_sampler *s, target *t, uint64_t now)
 	a.context_switch = 1;
 	a.exclude_kernel = 1;
 	a.exclude_hv = 1;
+	/* a PERF_RECORD_EXIT when the watched thread exits: a dead buffer never
+	 * reads as "nothing recorded" or as "last record a switch-out" */
+	a.task = 1;
+	s->cnt.perf_opens++;
 	t->perffd = (int)syscall(SYS_perf_event_open, &a, t->pid, -1, -1, PERF_FLAG_FD_CLOEXEC);
 	if (t->perffd < 0) {
 		t->perf_ok = false;
@@ -263,9 +286,15 @@ static void perf_open_target(mmk_prof_sampler *s, target *t, uint64_t now)
 	void *m = mmap(NULL, 2 * s->page, PROT_READ, MAP_SHARED, t->perffd, 0);
 	if (m == MAP_FAILED) {
 		perf_close(s, t);
-		t->rearm_ns = now + PERF_REARM_NS;
+		if (s->perf_backoff_ns < PERF_REARM_NS)
+			s->perf_backoff_ns = PERF_REARM_NS;
+		s->perf_block_ns = now + s->perf_backoff_ns;
+		if (s->perf_backoff_ns < PERF_BACKOFF_MAX_NS)
+			s->perf_backoff_ns *= 2;
+		s->cnt.perf_map_failed++;
 		return;
 	}
+	s->perf_backoff_ns = 0;
 	t->pm = m;
 	t->rate_head = 0;
 	t->rate_t_ns = now;
@@ -275,24 +304,53 @@ static void perf_open_target(mmk_prof_sampler *s, target *t, uint64_t now)
 		perf_close(s, t);
 }
 
-/* The buffer's head, and whether its last record is a switch-out (the
- * leader is off-CPU and any run from now on will move the head). */
-static uint64_t perf_head(const target *t, bool *last_out)
+/* What the buffer's last record says about the leader. */
+enum {
+	PERF_LAST_UNREAD, /* the head was not read */
+	PERF_LAST_NONE,   /* nothing recorded since the buffer was opened */
+	PERF_LAST_IN,     /* switched in: on a CPU (or dead without EXIT: never here) */
+	PERF_LAST_OUT,    /* switched out: any run from now on moves the head */
+	PERF_LAST_EXIT,   /* the watched thread exited (an exec from another thread) */
+	PERF_LAST_OTHER,  /* a FORK record, or overwritten while it was read */
+};
+
+static void perf_copy(const target *t, uint64_t pos, void *dst, size_t len)
+{
+	uint64_t size = t->pm->data_size;
+	const char *data = (const char *)t->pm + t->pm->data_offset;
+	for (size_t i = 0; i < len; i++)
+		((char *)dst)[i] = data[(pos + i) % size];
+}
+
+/* The buffer's head, and what its last record is.  Switch records are 8
+ * bytes; EXIT (and FORK) records are 32 (header, pid, ppid, tid, ptid,
+ * time: no sample_id_all).  The EXIT check comes first: the 8 bytes before
+ * the head of an EXIT record are its time stamp. */
+static uint64_t perf_head(const target *t, int *last)
 {
 	uint64_t h = __atomic_load_n(&t->pm->data_head, __ATOMIC_ACQUIRE);
-	*last_out = false;
-	if (h >= 8) {
-		uint64_t size = t->pm->data_size;
-		const struct perf_event_header *e =
-			(const void *)((const char *)t->pm + t->pm->data_offset + (h - 8) % size);
-		struct perf_event_header c;
-		memcpy(&c, e, sizeof c);
-		__atomic_thread_fence(__ATOMIC_ACQUIRE);
-		/* overwritten while we looked: the leader switched again */
-		if (__atomic_load_n(&t->pm->data_head, __ATOMIC_ACQUIRE) == h && c.type == PERF_RECORD_SWITCH &&
-		    c.size == 8)
-			*last_out = (c.misc & PERF_RECORD_MISC_SWITCH_OUT) != 0;
+	if (h == 0) {
+		*last = PERF_LAST_NONE;
+		return h;
 	}
+	*last = PERF_LAST_OTHER;
+	struct {
+		struct perf_event_header h;
+		uint32_t pid, ppid, tid, ptid;
+		uint64_t time;
+	} x;
+	struct perf_event_header c;
+	if (h >= sizeof x)
+		perf_copy(t, h - sizeof x, &x, sizeof x);
+	perf_copy(t, h - 8, &c, sizeof c);
+	__atomic_thread_fence(__ATOMIC_ACQUIRE);
+	/* overwritten while we looked: the leader switched again */
+	if (__atomic_load_n(&t->pm->data_head, __ATOMIC_ACQUIRE) != h)
+		return h;
+	if (h >= sizeof x && x.h.type == PERF_RECORD_EXIT && x.h.size == sizeof x && x.pid == (uint32_t)t->pid)
+		*last = PERF_LAST_EXIT;
+	else if (c.type == PERF_RECORD_SWITCH && c.size == 8)
+		*last = (c.misc & PERF_RECORD_MISC_SWITCH_OUT) ? PERF_LAST_OUT : PERF_LAST_IN;
 	return h;
 }
 
@@ -377,8 +435,6 @@ int mmk_prof_sampler_add(mmk_prof_sampler *s, pid_t pid, int pidfd, unsigned fla
 		snprintf(path, sizeof path, "/proc/%d/schedstat", (int)pid);
 		t.schedfd = open(path, O_RDONLY | O_CLOEXEC); /* optional */
 		t.perf_ok = !(flags & (MMK_PROF_ADD_NO_PERF | MMK_PROF_ADD_CHILDREN));
-		if (t.perf_ok)
-			perf_open_target(s, &t, mmk_prof_now_ns()); /* optional */
 	}
 	/* The pidfd still names a live (or zombie) process, so the /proc files
 	 * just opened belong to it and not to a successor with the same PID. */
@@ -393,6 +449,11 @@ int mmk_prof_sampler_add(mmk_prof_sampler *s, pid_t pid, int pidfd, unsigned fla
 	}
 	if (t.schedfd >= 0 && mmk__schedstat_read(t.schedfd, &t.last.run_ns, &t.last.pcount) < 0)
 		t.last.run_ns = 0;
+	/* switch records (optional) only for a single-threaded target: the
+	 * first full read would drop them for any other */
+	uint64_t now = mmk_prof_now_ns();
+	if (t.perf_ok && t.last.nthreads == 1 && now >= s->perf_block_ns)
+		perf_open_target(s, &t, now);
 	if (!(flags & MMK_PROF_ADD_ABSOLUTE))
 		t.base = t.last;
 	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = (uint64_t)pid };
@@ -400,7 +461,7 @@ int mmk_prof_sampler_add(mmk_prof_sampler *s, pid_t pid, int pidfd, unsigned fla
 		err = -errno;
 		goto fail;
 	}
-	uint64_t now = mmk_prof_now_ns();
+	now = mmk_prof_now_ns();
 	t.last_t_ns = t.full_t_ns = now;
 	t.rec = (mmk_prof_record){ .t_ns = now - s->o.start_ns, .pid = pid, .kind = MMK_PROF_REGISTER,
 				   .nthreads = (uint16_t)t.last.nthreads };
@@ -485,7 +546,7 @@ static int sample_one(mmk_prof_sampler *s, target *t, uint64_t tick, uint64_t no
 		      t->rec.kind != MMK_PROF_EXIT;
 	bool fresh = now - t->full_t_ns < CARRY_MAX_NS;
 	uint64_t head = 0;
-	bool last_out = false;
+	int last = PERF_LAST_UNREAD;
 	if (t->pm && single && now - t->rate_t_ns >= PERF_RATE_WINDOW_NS) {
 		/* every switch of a watched thread costs it 1-3 us more (perf
 		 * context switch + record): not for threads that switch a lot
@@ -501,25 +562,41 @@ static int sample_one(mmk_prof_sampler *s, target *t, uint64_t tick, uint64_t no
 		}
 	}
 	if (t->pm && single) {
-		head = perf_head(t, &last_out);
-		if (t->off_known && head == t->off_head && now - t->full_t_ns < PERF_CARRY_MAX_NS) {
+		head = perf_head(t, &last);
+		if (t->off_known && head == t->off_head &&
+		    now - t->full_t_ns < (t->off_weak ? CARRY_MAX_NS : PERF_CARRY_MAX_NS)) {
 			carry(s, t, tick, now);
 			s->cnt.perf_carry++;
 			return 0;
 		}
+		if (last == PERF_LAST_EXIT) {
+			/* the watched thread is gone while the process lives on
+			 * (a thread other than the leader called execve): watch
+			 * the new leader once it is found idle, a second on */
+			perf_close(s, t);
+			t->rearm_ns = now + PERF_REARM_NS;
+			s->cnt.perf_dead++;
+			last = PERF_LAST_UNREAD;
+			head = 0;
+		}
 	}
 	uint64_t run = 0, pc = 0;
 	bool have_sched = t->schedfd >= 0 && mmk__schedstat_read(t->schedfd, &run, &pc) == 0;
-	if (!last_out && single && have_sched && t->last.run_ns && run == t->last.run_ns && pc == t->last.pcount &&
+	if (last != PERF_LAST_OUT && single && have_sched && t->last.run_ns && run == t->last.run_ns && pc == t->last.pcount &&
 	    now - t->last_t_ns >= SCHED_TICK_NS && fresh) {
 		carry(s, t, tick, now);
 		s->cnt.sched_carry++;
-		/* it did not run while the head was read: off-CPU there */
-		t->off_known = t->pm != NULL;
-		t->off_head = head;
+		/* it did not run while the head was read: off-CPU there.  Only
+		 * for a buffer with nothing recorded (a dead one holds its
+		 * EXIT, a live one that switched says so itself), and only as
+		 * long as this rule would carry: schedstat can miss a running
+		 * task (no tick: HZ < 250, nohz_full) */
+		t->off_known = t->pm && last == PERF_LAST_NONE;
+		t->off_weak = true;
+		t->off_head = 0;
 		/* idle again after losing its buffer: watch it again (from the
 		 * next sample on: this one's schedstat read came first) */
-		if (!t->pm && t->perf_ok && now >= t->rearm_ns)
+		if (!t->pm && t->perf_ok && now >= t->rearm_ns && now >= s->perf_block_ns)
 			perf_open_target(s, t, now);
 		return 0;
 	}
@@ -574,9 +651,12 @@ static int sample_one(mmk_prof_sampler *s, target *t, uint64_t tick, uint64_t no
 			perf_close(s, t);
 			t->perf_ok = false;
 		} else {
-			/* switched out before the stat read: these counters
-			 * hold until the head moves */
-			t->off_known = last_out;
+			/* switched out before the stat read, or nothing recorded
+			 * since the buffer was opened and asleep at the stat
+			 * read (not 'R': off-CPU, and a run needs a switch-in):
+			 * these counters hold until the head moves */
+			t->off_known = last == PERF_LAST_OUT || (last == PERF_LAST_NONE && !gone && ps.state != 'R');
+			t->off_weak = false;
 			t->off_head = head;
 		}
 	}

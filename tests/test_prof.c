@@ -3,7 +3,8 @@
  * records, read-only mapping), sampler (accuracy against wait4 rusage, exit
  * while registered, PID reuse, idle shortcuts: stale-carry checks while
  * idle, running, switching often, with a second thread, after the leader
- * thread exits and after an exec from a non-leader thread), timer (no drift), the daemon's control
+ * thread exits and after an exec from a non-leader thread, no buffer for
+ * a multi-threaded target; the perf mlock allowance used up), timer (no drift), the daemon's control
  * protocol and its errors, CSV round trip.
  */
 #include "test_util.h"
@@ -14,6 +15,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/perf_event.h>
 #include <linux/sched.h>
 #include <poll.h>
 #include <pthread.h>
@@ -766,7 +768,136 @@ static void test_sampler_idle_shortcuts(void **state)
 		assert_int_equal(k2.perf_dead, k1.perf_dead + 1);
 	close(sock2);
 	assert_int_equal(waitpid(e, NULL, 0), e);
+	/* two threads at registration: no buffer is opened at all */
+	pid_t f = driven_child(&sock2);
+	command(sock2, 'T');
+	mmk__prof_sampler_counts(s, &k0);
+	assert_int_equal(mmk_prof_sampler_add(s, f, -1, MMK_PROF_ADD_ABSOLUTE), 0);
+	check_tick(s, f, &tick);
+	mmk__prof_sampler_counts(s, &k1);
+	assert_int_equal(k1.perf_opens, k0.perf_opens);
+	assert_int_equal(k1.perf_targets, 0);
+	command(sock2, 'x');
+	close(sock2);
+	assert_int_equal(waitpid(f, NULL, 0), f);
 	mmk_prof_sampler_destroy(s);
+}
+
+/* The user's perf mlock allowance used up (run in a child as an
+ * unprivileged user with RLIMIT_MEMLOCK 0, the allowance filled by buffers
+ * of its own): one sampler-wide attempt after 1 s, 3 s, ... instead of one
+ * per target per second; buffers come back once the allowance is free.
+ * Returns 0, 77 (cannot be set up) or the number of the failed check. */
+static int allowance_child(void)
+{
+	if (geteuid() == 0 && (setgid(65534) != 0 || setuid(65534) != 0))
+		return 77;
+	prctl(PR_SET_DUMPABLE, 1); /* the uid change cleared it: perf needs it */
+	struct rlimit rl = { 0, 0 };
+	if (setrlimit(RLIMIT_MEMLOCK, &rl) != 0)
+		return 77;
+	long pg = sysconf(_SC_PAGESIZE);
+	struct {
+		int fd;
+		void *m;
+		size_t len;
+	} hog[256];
+	int nh = 0;
+	for (int k = 12; k >= 0 && nh < 256; k--) {
+		for (;;) {
+			struct perf_event_attr a;
+			memset(&a, 0, sizeof a);
+			a.size = sizeof a;
+			a.type = PERF_TYPE_SOFTWARE;
+			a.config = PERF_COUNT_SW_DUMMY;
+			a.exclude_kernel = 1;
+			a.exclude_hv = 1;
+			int fd = (int)syscall(SYS_perf_event_open, &a, 0, -1, -1, PERF_FLAG_FD_CLOEXEC);
+			if (fd < 0)
+				return 77; /* no perf for this user */
+			size_t len = (size_t)pg * ((1u << k) + 1);
+			void *m = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+			if (m == MAP_FAILED || nh == 256) {
+				if (m != MAP_FAILED)
+					munmap(m, len);
+				close(fd);
+				break;
+			}
+			hog[nh].fd = fd;
+			hog[nh].m = m;
+			hog[nh++].len = len;
+		}
+	}
+	pid_t kid[3];
+	for (int i = 0; i < 3; i++) {
+		kid[i] = fork();
+		if (kid[i] < 0)
+			return 77;
+		if (kid[i] == 0) {
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			for (;;)
+				pause();
+		}
+	}
+	int ret = 0;
+	mmk_prof_sampler *s;
+	if (mmk_prof_sampler_create(&s, NULL) != 0)
+		return 1;
+	for (int i = 0; i < 3; i++)
+		if (mmk_prof_sampler_add(s, kid[i], -1, 0) != 0)
+			ret = ret ? ret : 2;
+	mmk__prof_counts k;
+	mmk__prof_sampler_counts(s, &k);
+	fprintf(stderr, "# allowance used up: %d buffers of this user, at add: %llu opens, %llu maps failed\n", nh,
+		(unsigned long long)k.perf_opens, (unsigned long long)k.perf_map_failed);
+	if (!ret && (k.perf_opens != 1 || k.perf_map_failed != 1 || k.perf_targets != 0))
+		ret = 3;
+	uint64_t t0 = mmk_prof_now_ns(), tick = 0;
+	while (!ret && mmk_prof_now_ns() - t0 < 2500000000ull) {
+		usleep(20000);
+		mmk_prof_sampler_tick(s, ++tick);
+	}
+	mmk__prof_sampler_counts(s, &k);
+	fprintf(stderr, "# after 2.5 s of 50 Hz samples: %llu opens, %llu maps failed\n",
+		(unsigned long long)k.perf_opens, (unsigned long long)k.perf_map_failed);
+	/* add, ~1 s (and ~3 s): one per sampler, not 3 per second */
+	if (!ret && (k.perf_opens < 2 || k.perf_opens > 3 || k.perf_map_failed != k.perf_opens || k.perf_targets != 0))
+		ret = 4;
+	for (int i = 0; i < nh; i++) {
+		munmap(hog[i].m, hog[i].len);
+		close(hog[i].fd);
+	}
+	t0 = mmk_prof_now_ns();
+	while (!ret && k.perf_targets < 3 && mmk_prof_now_ns() - t0 < 6000000000ull) {
+		usleep(20000);
+		mmk_prof_sampler_tick(s, ++tick);
+		mmk__prof_sampler_counts(s, &k);
+	}
+	fprintf(stderr, "# allowance free again: %u of 3 targets watched after %.1f s\n", k.perf_targets,
+		(double)(mmk_prof_now_ns() - t0) / 1e9);
+	if (!ret && k.perf_targets != 3)
+		ret = 5;
+	mmk_prof_sampler_destroy(s);
+	for (int i = 0; i < 3; i++) {
+		kill(kid[i], SIGKILL);
+		waitpid(kid[i], NULL, 0);
+	}
+	return ret;
+}
+
+static void test_sampler_perf_allowance(void **state)
+{
+	(void)state;
+	pid_t c = fork();
+	assert_true(c >= 0);
+	if (c == 0)
+		_exit(allowance_child());
+	int st;
+	assert_int_equal(waitpid(c, &st, 0), c);
+	assert_true(WIFEXITED(st));
+	if (WEXITSTATUS(st) == 77)
+		MMK_SKIP("cannot use up a perf mlock allowance here (no unprivileged perf, or no uid 65534)");
+	assert_int_equal(WEXITSTATUS(st), 0);
 }
 
 static void test_timer_no_drift(void **state)
@@ -1029,6 +1160,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_sampler_exit),
 		cmocka_unit_test(test_sampler_pid_reuse),
 		cmocka_unit_test(test_sampler_idle_shortcuts),
+		cmocka_unit_test(test_sampler_perf_allowance),
 		cmocka_unit_test(test_timer_no_drift),
 		cmocka_unit_test(test_daemon_control),
 		cmocka_unit_test(test_daemon_credentials),

@@ -113,6 +113,7 @@
 #include <elf.h>
 #include <fcntl.h>
 #include <link.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -152,8 +153,18 @@ typedef void (*mmk_afl_hook)(void *arg);
  * looked up with dlsym because a declaration in an instrumented unit would
  * clash with the one the instrumentation pass creates. */
 #define MMK_AFL__DUMMY_MAP (8u << 20)
-/* the page size (pagemap has one entry per page) */
-#define MMK_AFL__PG ((uintptr_t)sysconf(_SC_PAGESIZE))
+/* the page size (pagemap has one entry per page), read once per loop */
+#define MMK_AFL__PG (mmk_afl__self()->pg)
+
+/* PROCMAP_QUERY (Linux 6.11, linux/fs.h), under names of its own (older
+ * headers lack it; newer ones must not clash) */
+struct mmk_afl__procmap_query {
+	uint64_t size, query_flags, query_addr, vma_start, vma_end, vma_flags;
+	uint64_t vma_page_size, vma_offset, inode;
+	uint32_t dev_major, dev_minor, vma_name_size, build_id_size;
+	uint64_t vma_name_addr, build_id_addr;
+};
+#define MMK_AFL__PROCMAP_QUERY _IOWR('f', 17, struct mmk_afl__procmap_query)
 
 /* Mutable state of a running loop: in a MAP_SHARED anonymous mapping of its
  * own, which process scope never tracks, so a reset does not roll it back. */
@@ -163,9 +174,16 @@ typedef struct mmk_afl__live {
 	unsigned long long resets; /* restores done */
 	unsigned long long discards; /* resets that discarded the untouched runs */
 	unsigned long long replans;  /* ... and moved touched pages to the copy */
-	long minflt;               /* minor faults after the last reset */
-	int fault_who;             /* RUSAGE_THREAD or RUSAGE_SELF */
+	unsigned long long repairs;  /* resets that re-created unmapped or
+				      * re-protected runs */
+	unsigned long long rescans;  /* the engine's count at the last check */
+	size_t plt_kept;           /* PLT slots with an accepted value */
+	long faults;               /* this thread's faults after the last reset */
+	long anon_rss;             /* resident anonymous pages after it */
 	int pagemap_fd;            /* /proc/self/pagemap while there are runs */
+	int maps_fd;               /* /proc/self/maps while there are runs */
+	int statm_fd;              /* /proc/self/statm while there are runs */
+	int query_ok;              /* PROCMAP_QUERY works (else maps text) */
 	size_t nrun, untouched;    /* untouched runs, their pages */
 	struct { uintptr_t start, end; } run[MMK_AFL_MAX_UNTOUCHED];
 	uint64_t pm[512];          /* pagemap entries being read */
@@ -196,6 +214,7 @@ typedef struct mmk_afl__cfg {
 	} got[MMK_AFL_MAX_GOT];
 	size_t ngot, got_bytes;
 	int keep_plt;             /* MMK_AFL_KEEP_PLT is not 0 */
+	uintptr_t pg;             /* page size */
 	unsigned char **area_ptr; /* &__afl_area_ptr, NULL without AFL++ */
 	unsigned char *dummy_map; /* coverage after the last input goes here */
 	mmk_afl__live *live;   /* NULL outside a running loop */
@@ -293,7 +312,10 @@ typedef struct mmk_afl_stats {
 	size_t untouched_runs;         /* ... in this many runs */
 	unsigned long long discards;   /* resets that saw faults and discarded the runs */
 	unsigned long long replans;    /* ... and found pages touched: now copied */
-	size_t plt_slots_kept;         /* lazily bound PLT slots kept across resets */
+	size_t plt_slots_kept;         /* lazily bound PLT slots kept across resets
+					* (values accepted so far) */
+	unsigned long long repairs;    /* resets that re-created untouched runs an
+					* input unmapped or re-protected */
 } mmk_afl_stats;
 
 /* Statistics of the running loop (see "How" above).  Errors: -ENOENT no
@@ -309,7 +331,8 @@ static inline int mmk_afl_stats_get(mmk_afl_stats *st)
 	st->untouched_runs = l->nrun;
 	st->discards = l->discards;
 	st->replans = l->replans;
-	st->plt_slots_kept = mmk_afl__self()->keep_plt ? mmk_afl__self()->got_bytes / sizeof(void *) : 0;
+	st->plt_slots_kept = l->plt_kept;
+	st->repairs = l->repairs;
 	return 0;
 }
 
@@ -394,33 +417,6 @@ MMK_AFL__FN(void, mmk_afl__exclude_afl_buffers, (mmk_afl__cfg *c))
 		}
 	}
 	munmap(map, fsz);
-}
-
-/* Minor page faults of the whole process so far.  Every page that becomes
- * present in this process's memory through its own access - a write or
- * read by user code, or by the kernel on its behalf (read(2) into a buffer)
- * - is one fault and counted here. */
-MMK_AFL__FN(long, mmk_afl__minflt, (int who))
-{
-	struct rusage ru;
-	return getrusage(who, &ru) == 0 ? ru.ru_minflt : -1;
-}
-
-/* RUSAGE_THREAD (half the cost: no process CPU-time sum) when the process
- * has one thread at the save point: a thread started by an input cannot
- * outlive the input's reset (its stack is unmapped), so no other thread
- * can fault in between.  Otherwise the whole process's count. */
-MMK_AFL__FN(int, mmk_afl__fault_scope, (void))
-{
-	char buf[2048];
-	int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return RUSAGE_SELF;
-	ssize_t n = read(fd, buf, sizeof buf - 1);
-	close(fd);
-	buf[n > 0 ? n : 0] = 0;
-	const char *t = strstr(buf, "\nThreads:");
-	return t && strtol(t + 9, NULL, 10) == 1 ? RUSAGE_THREAD : RUSAGE_SELF;
 }
 
 /* Could a huge page ever back [a, b) without a fault of ours (khugepaged
@@ -603,6 +599,127 @@ MMK_AFL__FN(long, mmk_afl__touched, (mmk_afl__live *l, uintptr_t (*out)[2], size
 	return touched;
 }
 
+/* Faults of this thread so far (minor + major): every page this thread
+ * makes present - by its own access, or the kernel's on its behalf (read(2)
+ * into a buffer) - counts. */
+MMK_AFL__FN(long, mmk_afl__faults, (void))
+{
+	struct rusage ru;
+	return getrusage(RUSAGE_THREAD, &ru) == 0 ? ru.ru_minflt + ru.ru_majflt : -1;
+}
+
+/* Anonymous pages resident in the process's memory (mm-wide: /proc/self/statm
+ * resident less shared, i.e. file and shmem pages), -1 if unreadable.  A
+ * run's page made present by anyone - another thread, a vfork child sharing
+ * the memory, an io_uring worker, another process (process_vm_writev) -
+ * adds one. */
+MMK_AFL__FN(long, mmk_afl__anon_rss, (mmk_afl__live *l))
+{
+	char buf[160];
+	ssize_t n = l->statm_fd >= 0 ? pread(l->statm_fd, buf, sizeof buf - 1, 0) : -1;
+	if (n <= 0)
+		return -1;
+	buf[n] = 0;
+	char *e;
+	(void)strtol(buf, &e, 10); /* size */
+	long res = strtol(e, &e, 10);
+	long shared = strtol(e, &e, 10);
+	return res - shared;
+}
+
+/* Is [a, b) covered by private read-write anonymous mappings?  (What the
+ * runs were at the save point.)  PROCMAP_QUERY (Linux 6.11+), else the text
+ * of /proc/self/maps.  -1: cannot tell. */
+MMK_AFL__FN(int, mmk_afl__anon_rw, (mmk_afl__live *l, uintptr_t a, uintptr_t b))
+{
+	if (l->maps_fd < 0)
+		return -1;
+	while (l->query_ok && a < b) {
+		struct mmk_afl__procmap_query q;
+		memset(&q, 0, sizeof q);
+		q.size = sizeof q;
+		q.query_addr = a;
+		if (ioctl(l->maps_fd, MMK_AFL__PROCMAP_QUERY, &q) != 0) {
+			if (errno == ENOENT)
+				return 0; /* unmapped */
+			l->query_ok = 0;
+			break;
+		}
+		/* readable, writable, not shared, not file-backed */
+		if ((q.vma_flags & 0x0b) != 0x03 || q.inode || q.vma_start > a)
+			return 0;
+		a = (uintptr_t)q.vma_end;
+	}
+	if (l->query_ok)
+		return 1;
+	char buf[4096];
+	size_t have = 0;
+	off_t off = 0;
+	for (;;) {
+		ssize_t got = pread(l->maps_fd, buf + have, sizeof buf - 1 - have, off);
+		if (got <= 0)
+			return a >= b;
+		off += got;
+		have += (size_t)got;
+		buf[have] = 0;
+		char *line = buf, *nl;
+		while ((nl = strchr(line, '\n'))) {
+			*nl = 0;
+			char *e;
+			uintptr_t s0 = (uintptr_t)strtoull(line, &e, 16);
+			uintptr_t e0 = (uintptr_t)strtoull(e + 1, &e, 16);
+			const char *perm = e + 1;
+			char *q = e + 6;
+			(void)strtoull(q, &q, 16); /* offset */
+			while (*q == ' ')
+				q++;
+			while (*q && *q != ' ')
+				q++; /* dev */
+			unsigned long long ino = strtoull(q, &q, 10);
+			if (e0 > a && s0 < b) {
+				if (s0 > a || perm[0] != 'r' || perm[1] != 'w' || perm[3] != 'p' || ino)
+					return 0;
+				a = e0;
+				if (a >= b)
+					return 1;
+			}
+			line = nl + 1;
+		}
+		have = (size_t)(buf + have - line);
+		memmove(buf, line, have);
+		if (have == sizeof buf - 1)
+			return -1;
+	}
+}
+
+/* The address space changed since the last look (the engine re-read it):
+ * an input may have unmapped or re-protected a mapping holding untouched
+ * runs.  The restore re-creates only the tracked parts (the runs are
+ * excluded from the snapshot), so re-create each run that is no longer a
+ * private read-write anonymous mapping: a fresh one is zero, exactly its
+ * image.  Returns the number of runs re-created. */
+MMK_AFL__FN(size_t, mmk_afl__fix_runs, (mmk_afl__live *l))
+{
+	size_t fixed = 0;
+	for (size_t r = 0; r < l->nrun; r++) {
+		if (mmk_afl__anon_rw(l, l->run[r].start, l->run[r].end) == 1)
+			continue;
+		if (mmap((void *)l->run[r].start, l->run[r].end - l->run[r].start, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED)
+			mmk_afl__die("mmap", -errno);
+		fixed++;
+	}
+	return fixed;
+}
+
+/* The engine's count of address-space re-reads (see "How changes to the
+ * address space are noticed" in snapshot.h). */
+MMK_AFL__FN(unsigned long long, mmk_afl__rescans, (mmk_snap *s))
+{
+	mmk_snap_stats st;
+	return mmk_snap_stats_get(s, &st) == 0 ? st.rescans : ~0ull;
+}
+
 /* Lazy binding.  Unless a program is linked with -z now, the dynamic linker
  * fills a function's PLT slot (.got.plt, private writable memory of the
  * program and of each lazily bound library) on its first call.  A slot
@@ -744,6 +861,7 @@ MMK_AFL__FN(void, mmk_afl__begin, (mmk_afl__cfg *c))
 	if (p == MAP_FAILED)
 		mmk_afl__die("mmap", -ENOMEM);
 	mmk_afl__live *l = (mmk_afl__live *)p;
+	c->pg = (uintptr_t)sysconf(_SC_PAGESIZE);
 	if (!c->dummy_map && (c->area_ptr = (unsigned char **)dlsym((void *)0, "__afl_area_ptr"))) {
 		unsigned *final_loc = (unsigned *)dlsym((void *)0, "__afl_final_loc");
 		size_t sz = MMK_AFL__DUMMY_MAP;
@@ -799,6 +917,9 @@ MMK_AFL__FN(void, mmk_afl__begin, (mmk_afl__cfg *c))
 	if ((rc = mmk_snap_save(l->snap)) < 0)
 		mmk_afl__die("mmk_snap_save", rc);
 	l->pagemap_fd = l->nrun ? open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC) : -1;
+	l->maps_fd = l->nrun ? open("/proc/self/maps", O_RDONLY | O_CLOEXEC) : -1;
+	l->statm_fd = l->nrun ? open("/proc/self/statm", O_RDONLY | O_CLOEXEC) : -1;
+	l->query_ok = 1;
 	uintptr_t nr[MMK_AFL_MAX_UNTOUCHED][2];
 	size_t nn, np;
 	if (l->nrun && mmk_afl__touched(l, nr, &nn, &np) != 0) {
@@ -810,8 +931,9 @@ MMK_AFL__FN(void, mmk_afl__begin, (mmk_afl__cfg *c))
 		if ((rc = mmk_snap_save(l->snap)) < 0)
 			mmk_afl__die("mmk_snap_save", rc);
 	}
-	l->fault_who = mmk_afl__fault_scope();
-	l->minflt = mmk_afl__minflt(l->fault_who);
+	l->rescans = mmk_afl__rescans(l->snap);
+	l->anon_rss = mmk_afl__anon_rss(l);
+	l->faults = mmk_afl__faults();
 }
 
 /* The loop is over: memory has been reset; stop tracking. */
@@ -823,6 +945,10 @@ MMK_AFL__FN(void, mmk_afl__end, (mmk_afl__cfg *c))
 	mmk_snap_destroy(l->snap);
 	if (l->pagemap_fd >= 0)
 		close(l->pagemap_fd);
+	if (l->maps_fd >= 0)
+		close(l->maps_fd);
+	if (l->statm_fd >= 0)
+		close(l->statm_fd);
 	if (l->gotbuf)
 		munmap(l->gotbuf, 2 * c->got_bytes);
 	munmap(l, sizeof *l);
@@ -844,45 +970,75 @@ MMK_AFL__FN(void, mmk_afl__reset, (mmk_afl__cfg *c))
 		g += c->got[i].len / sizeof *g;
 	}
 	int rc = mmk_snap_restore(l->snap);
-	/* PLT slots: keep a slot's value if it is the one the linker binds
-	 * (checked once per slot and value, then remembered) */
+	if (rc < 0)
+		mmk_afl__die("mmk_snap_restore", rc);
+	/* PLT slots: keep a slot's value if it is the one the linker binds.
+	 * Memory is the image now, so a slot differing from it was written by
+	 * the input; a value is checked once per slot (dlsym) and remembered.
+	 * The check runs on the image, not on the input's memory (which may be
+	 * corrupt), but it changes memory (dlerror state, malloc): when one
+	 * ran, restore again.  Then write the accepted values back. */
 	g = l->gotbuf;
 	uintptr_t *acc = g ? l->gotbuf + c->got_bytes / sizeof *g : NULL;
+	int checked = 0;
 	for (i = 0; g && i < c->ngot; i++) {
-		uintptr_t *slot = (uintptr_t *)c->got[i].addr;
+		const uintptr_t *slot = (const uintptr_t *)c->got[i].addr;
 		size_t n = c->got[i].len / sizeof *g;
-		for (size_t k = 0; k < n; k++) {
-			if (g[k] == slot[k])
-				continue;
-			if (acc[k] != g[k]) {
-				if (acc[k] != 0 || !mmk_afl__slot_ok(c, i, k, g[k])) {
-					acc[k] = acc[k] ? acc[k] : 1; /* not again */
-					continue; /* not the binding: rolled back */
-				}
+		for (size_t k = 0; k < n; k++)
+			if (g[k] != slot[k] && acc[k] == 0) {
+				int ok = mmk_afl__slot_ok(c, i, k, g[k]);
+				acc[k] = ok ? g[k] : 1; /* 1: rolled back from now on */
+				l->plt_kept += ok != 0;
+				checked = 1;
 			}
-			acc[k] = g[k];
-			slot[k] = g[k];
-		}
 		g += n;
 		acc += n;
 	}
-	if (rc < 0)
+	if (checked && (rc = mmk_snap_restore(l->snap)) < 0)
 		mmk_afl__die("mmk_snap_restore", rc);
+	g = l->gotbuf;
+	acc = g ? l->gotbuf + c->got_bytes / sizeof *g : NULL;
+	for (i = 0; g && i < c->ngot; i++) {
+		uintptr_t *slot = (uintptr_t *)c->got[i].addr;
+		size_t n = c->got[i].len / sizeof *g;
+		for (size_t k = 0; k < n; k++)
+			if (g[k] != slot[k] && acc[k] == g[k])
+				slot[k] = g[k];
+		g += n;
+		acc += n;
+	}
 	if (l->nrun) {
-		/* Any fault since the last reset may have touched an untouched
-		 * page: make them all untouched again (cheap where they are).
-		 * Pages found touched are moved to the copy for good (an input
-		 * that touches a page will likely touch it again): memory is
-		 * exactly the image now, so a new save point is the same one. */
-		long f = mmk_afl__minflt(l->fault_who);
-		if (f != l->minflt || f < 0) {
+		/* Has a page of a run become present (or swapped)?  Not if
+		 * since the last reset (same memory state: after a restore)
+		 * the process has the same number of resident anonymous pages
+		 * (whoever made a run's page present: a thread, a vfork child,
+		 * a kernel worker), this thread faulted in no page (the restore
+		 * re-faults any tracked page an input dropped: a drop cannot
+		 * hide a touch) and the address space was not re-read by the
+		 * engine (an unmapped or new mapping).  Otherwise make every
+		 * run untouched again (cheap where they are); pages found
+		 * touched move to the copy for good (an input that touches a
+		 * page will likely touch it again): memory is exactly the image
+		 * now, so a new save point is the same one. */
+		unsigned long long rs = mmk_afl__rescans(l->snap);
+		long rss = mmk_afl__anon_rss(l), f = mmk_afl__faults();
+		if (rs != l->rescans || rss != l->anon_rss || f != l->faults || rss < 0 || f < 0) {
+			/* an input that unmapped or re-protected memory holding
+			 * runs: the restore re-created only the tracked parts */
+			if (rs != l->rescans && mmk_afl__fix_runs(l))
+				l->repairs++;
 			uintptr_t nr[MMK_AFL_MAX_UNTOUCHED][2];
 			size_t nn = 0, np = 0;
 			long t = mmk_afl__touched(l, nr, &nn, &np);
 			for (i = 0; i < l->nrun; i++)
 				if (madvise((void *)l->run[i].start, l->run[i].end - l->run[i].start,
-					    MADV_DONTNEED) != 0 && errno != ENOMEM)
-					mmk_afl__die("madvise", -errno);
+					    MADV_DONTNEED) != 0) {
+					/* a change the engine did not notice */
+					l->repairs += mmk_afl__fix_runs(l) != 0;
+					if (madvise((void *)l->run[i].start, l->run[i].end - l->run[i].start,
+						    MADV_DONTNEED) != 0)
+						mmk_afl__die("madvise", -errno);
+				}
 			l->discards++;
 			if (t > 0 && l->replans < MMK_AFL_MAX_REPLANS) {
 				for (i = 0; i < nn; i++) {
@@ -897,9 +1053,10 @@ MMK_AFL__FN(void, mmk_afl__reset, (mmk_afl__cfg *c))
 					mmk_afl__die("mmk_snap_save", rc);
 				l->replans++;
 			}
-			f = mmk_afl__minflt(l->fault_who);
+			l->rescans = mmk_afl__rescans(l->snap);
+			l->anon_rss = mmk_afl__anon_rss(l);
+			l->faults = mmk_afl__faults();
 		}
-		l->minflt = f;
 	}
 	p = l->scratch;
 	for (i = 0; i < c->nkeep; i++) {

@@ -26,7 +26,7 @@
  * Needs afl-clang-fast, afl-fuzz, afl-showmap (Debian afl++; scripts/deps.sh
  * bench installs it); without them it prints a note and exits 0.
  * Flags: --quick (3 s runs, 1 rep), default (8 s runs, 2 reps), --full
- * (60 s runs, 3 reps).
+ * (60 s runs, 3 reps); --cost: table 3 only (with --full: its full grid).
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -227,8 +227,10 @@ int main(int argc, char **argv)
 {
 	int secs = 8, reps = 2, qmax = 150;
 	unsigned long cost_iters = 100000;
-	int cost_reps = 5;
+	int cost_reps = 5, cost_only = 0;
 	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--cost"))
+			cost_only = 1;
 		if (!strcmp(argv[i], "--quick")) {
 			secs = 3;
 			reps = 1;
@@ -283,6 +285,10 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
+	if (cost_only) {
+		printf("# --cost: tables 1 and 2 skipped\n");
+		goto cost;
+	}
 	/* ---- table 1: fuzzing ------------------------------------------------ */
 	double eps[NMODES][8], stab[NMODES][8], epc[NMODES][8];
 	int found[NMODES] = { 0 }, repro[NMODES] = { 0 };
@@ -360,6 +366,7 @@ int main(int argc, char **argv)
 	       "input)\n");
 
 	/* ---- table 3: reset cost ------------------------------------------------- */
+cost:
 	printf("\ninput,pages_dirtied_per_restore,us_per_iter_reset,us_per_iter_no_reset,reset_cost_us,"
 	       "regions,pages_tracked,untouched_pages,discards,replans,reset_cost_us_copy_all,pages_tracked_copy_all,"
 	       "seed_target_us\n");
@@ -384,8 +391,9 @@ int main(int argc, char **argv)
 	printf("# reset cost: the example target's process scope outside the fuzzer, coverage map in shared "
 	       "memory as under afl-fuzz; per-iteration thread CPU time (user+system: other processes on the "
 	       "machine do not inflate it) with the reset on minus off; pages_dirtied counts every page the "
-	       "restore put back (the copy backend: every tracked page); untouched_pages are left to the fault "
-	       "counter, discards = resets that saw a fault and discarded them while timed, replans = pages found "
+	       "restore put back (the copy backend: every tracked page); untouched_pages are left out of the copy "
+	       "(checked by the resident anonymous count, statm, and the thread's faults), discards = resets that "
+	       "saw a change and discarded them while timed, replans = pages found "
 	       "touched and moved to the copy; copy_all = MMK_AFL_UNTOUCHED=0 MMK_AFL_KEEP_PLT=0 (every tracked "
 	       "page copied, lazily bound PLT slots rolled back); median of %d runs x %lu iterations\n",
 	       cost_reps, cost_iters);

@@ -34,11 +34,11 @@
  * mmk_snap_restore (snapshot.h).  The save point is taken once per child
  * and kept.  A small process (<= MMK_AFL_COPY_MAX_PAGES tracked pages, the
  * usual fuzzing target once AFL++'s big buffers are excluded) uses the copy
- * backend, less the pages nobody has touched yet: those are left to a fault
- * counter (see mmk_afl__plan), so a reset copies only the touched pages
- * (18 of 81 on the example target) plus two cheap system calls when the
- * input populated no new page.  Lazily bound PLT slots keep their resolved
- * values (see mmk_afl__got_object).
+ * backend, less the pages nobody has touched yet: those are left out of the
+ * copy and checked instead (see mmk_afl__plan), so a reset copies only the
+ * touched pages (18 of 81 on the example target) plus three cheap system
+ * calls when no untouched page was touched.  Lazily bound PLT slots keep
+ * their resolved values (see mmk_afl__got_object).
  *
  * What is reset: every private writable mapping of the process - the heap
  * (including the program break: memory malloc'd by an input is gone), the
@@ -86,9 +86,15 @@
  * a snapshot backend (snapshot.h); MMK_AFL_UNTOUCHED=0 copies untouched
  * pages too; MMK_AFL_KEEP_PLT=0 rolls lazily bound PLT slots back as well.
  *
- * Blind spot of the fault counter: a page untouched at the save point that
- * another process writes into (process_vm_writev, a debugger) without a
- * fault of this process is not noticed; set MMK_AFL_UNTOUCHED=0 there.
+ * Blind spot of the untouched-page check (mmk_afl__plan): in one input, a
+ * page untouched at the save point made present by someone other than the
+ * loop's thread (another thread, a vfork child, a kernel worker, another
+ * process) while an untracked anonymous page present at the save point
+ * leaves memory without a fault of the loop's thread and without a change
+ * to the address space (swapped out, or MADV_DONTNEED/MADV_FREE on a buffer
+ * excluded with mmk_afl_exclude): the two cancel out in the resident count.
+ * Set MMK_AFL_UNTOUCHED=0 where that can happen.  The check needs exact
+ * counts in /proc/self/statm (Linux 6.16+); older kernels copy every page.
  *
  * Failure: if the snapshot cannot be created or restored (e.g. no
  * userfaultfd and no memory), the harness writes the reason to stderr and
@@ -116,6 +122,7 @@
 #include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #ifdef __cplusplus
@@ -130,7 +137,7 @@ extern "C" {
 #ifndef MMK_AFL_COPY_MAX_PAGES
 #define MMK_AFL_COPY_MAX_PAGES 128
 #endif
-/* runs of untouched anonymous pages left to the fault counter (see
+/* runs of untouched anonymous pages left out of the copy (see
  * mmk_afl__plan) */
 #define MMK_AFL_MAX_UNTOUCHED 32
 #define MMK_AFL_MAX_REPLANS 16
@@ -308,9 +315,9 @@ static inline unsigned long long mmk_afl_iterations(void)
 typedef struct mmk_afl_stats {
 	unsigned long long iterations; /* inputs finished in the running loop */
 	unsigned long long resets;     /* restores done */
-	size_t untouched_pages;        /* pages left to the fault counter */
+	size_t untouched_pages;        /* pages left out of the copy (mmk_afl__plan) */
 	size_t untouched_runs;         /* ... in this many runs */
-	unsigned long long discards;   /* resets that saw faults and discarded the runs */
+	unsigned long long discards;   /* resets that saw a change and discarded the runs */
 	unsigned long long replans;    /* ... and found pages touched: now copied */
 	size_t plt_slots_kept;         /* lazily bound PLT slots kept across resets
 					* (values accepted so far) */
@@ -454,12 +461,18 @@ MMK_AFL__FN(int, mmk_afl__kept, (const mmk_afl__cfg *c, uintptr_t a))
  * after every input although they are all zero, and stay zero unless an
  * input touches them.  So the tracked pages of anonymous mappings that are
  * neither present nor swapped (/proc/self/pagemap: zero-fill-on-demand)
- * are recorded as runs, excluded from the snapshot and handled by the fault
- * counter instead: a page becomes present only through a fault, so when
- * the process's minor-fault count has not moved since the last reset, no
- * untouched page was touched; when it has, every run is discarded with
- * MADV_DONTNEED, which makes its pages untouched (zero) again, exactly
- * their image.  "Tracked" = what process scope tracks: `probe` is a
+ * are recorded as runs and excluded from the snapshot.  A page of a run
+ * that becomes present, whoever touches it (the loop's thread, another
+ * thread, a vfork child sharing the memory, an io_uring worker, another
+ * process), adds one to the process's resident anonymous pages
+ * (/proc/self/statm, per address space).  So after each restore, when that
+ * count, the loop thread's page faults (a page the input dropped and the
+ * restore brought back is a fault: a drop cannot hide a touch) and the
+ * engine's address-space re-reads are all as after the last reset, no
+ * run was touched; otherwise every run is discarded with MADV_DONTNEED,
+ * which makes its pages untouched (zero) again, exactly their image (runs
+ * an input unmapped or re-protected are re-created first, see
+ * mmk_afl__fix_runs).  "Tracked" = what process scope tracks: `probe` is a
  * copy-backend object with process scope at depth 0; it is saved here
  * (after pagemap was read: its save reads every page, which maps the zero
  * page into untouched ones) and asked page by page.  Mappings a huge page
@@ -608,6 +621,20 @@ MMK_AFL__FN(long, mmk_afl__faults, (void))
 	return getrusage(RUSAGE_THREAD, &ru) == 0 ? ru.ru_minflt + ru.ru_majflt : -1;
 }
 
+/* Does /proc/self/statm give exact counts?  Since Linux 6.16 it sums the
+ * per-CPU parts of the memory counters; 6.2-6.15 read only their shared
+ * part (a page another CPU added can be missing), earlier kernels
+ * cached them per thread.  The untouched-page check needs exact counts, so
+ * older kernels copy every page (as MMK_AFL_UNTOUCHED=0). */
+MMK_AFL__FN(int, mmk_afl__statm_exact, (void))
+{
+	struct utsname u;
+	unsigned maj = 0, min = 0;
+	if (uname(&u) != 0 || sscanf(u.release, "%u.%u", &maj, &min) != 2)
+		return 0;
+	return maj > 6 || (maj == 6 && min >= 16);
+}
+
 /* Anonymous pages resident in the process's memory (mm-wide: /proc/self/statm
  * resident less shared, i.e. file and shmem pages), -1 if unreadable.  A
  * run's page made present by anyone - another thread, a vfork child sharing
@@ -730,7 +757,11 @@ MMK_AFL__FN(unsigned long long, mmk_afl__rescans, (mmk_snap *s))
  * instrumented - so a slot keeps its value across a reset when that value
  * is exactly what the linker binds it to (dlsym of the slot's relocation
  * symbol, checked once per slot and remembered); any other value (an input
- * that corrupted the slot) is rolled back with the rest of memory. */
+ * that corrupted the slot) is rolled back with the rest of memory.  The
+ * check runs on the restored memory (never on what an input left, which may
+ * be corrupt) and changes it (dlerror state, malloc, even on success), so a
+ * reset that checked a slot restores a second time before writing the
+ * accepted values back (once per slot in a child's life). */
 MMK_AFL__FN(int, mmk_afl__got_object, (struct dl_phdr_info *info, size_t size, void *arg))
 {
 	mmk_afl__cfg *c = (mmk_afl__cfg *)arg;
@@ -900,10 +931,11 @@ MMK_AFL__FN(void, mmk_afl__begin, (mmk_afl__cfg *c))
 		mmk_snap_destroy(s);
 		s = mmk_afl__snap_new(c, l, MMK_SNAP_AUTO);
 	}
-	/* Copy backend: leave the untouched pages to the fault counter
+	/* Copy backend: leave the untouched pages out of the copy
 	 * (mmk_afl__plan).  MMK_AFL_UNTOUCHED=0 copies them too. */
 	const char *ut = getenv("MMK_AFL_UNTOUCHED");
-	if (mmk_snap_stats_get(s, &st) == 0 && !strcmp(st.backend, "copy") && !(ut && ut[0] == '0')) {
+	if (mmk_snap_stats_get(s, &st) == 0 && !strcmp(st.backend, "copy") && !(ut && ut[0] == '0') &&
+	    mmk_afl__statm_exact()) {
 		mmk_afl__plan(c, l, s);
 		mmk_snap_destroy(s); /* the probe: a fresh object saves below */
 		/* the probe's save read the untouched pages, which maps the

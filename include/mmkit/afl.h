@@ -655,23 +655,29 @@ MMK_AFL__FN(long, mmk_afl__anon_rss, (mmk_afl__live *l))
 }
 
 /* Is [a, b) covered by private read-write anonymous mappings?  (What the
- * runs were at the save point.)  PROCMAP_QUERY (Linux 6.11+), else the text
- * of /proc/self/maps.  -1: cannot tell. */
+ * runs were at the save point.)  1 yes, 0 no, 2 mmkit's own memory is
+ * there (placed by the engine in a hole an input made), -1 cannot tell.
+ * PROCMAP_QUERY (Linux 6.11+), else the text of /proc/self/maps. */
 MMK_AFL__FN(int, mmk_afl__anon_rw, (mmk_afl__live *l, uintptr_t a, uintptr_t b))
 {
 	if (l->maps_fd < 0)
 		return -1;
 	while (l->query_ok && a < b) {
 		struct mmk_afl__procmap_query q;
+		char name[32] = "";
 		memset(&q, 0, sizeof q);
 		q.size = sizeof q;
 		q.query_addr = a;
+		q.vma_name_addr = (uint64_t)(uintptr_t)name;
+		q.vma_name_size = sizeof name;
 		if (ioctl(l->maps_fd, MMK_AFL__PROCMAP_QUERY, &q) != 0) {
 			if (errno == ENOENT)
 				return 0; /* unmapped */
 			l->query_ok = 0;
 			break;
 		}
+		if (q.vma_start <= a && !strcmp(name, "[anon:mmkit]"))
+			return 2;
 		/* readable, writable, not shared, not file-backed */
 		if ((q.vma_flags & 0x0b) != 0x03 || q.inode || q.vma_start > a)
 			return 0;
@@ -703,7 +709,11 @@ MMK_AFL__FN(int, mmk_afl__anon_rw, (mmk_afl__live *l, uintptr_t a, uintptr_t b))
 			while (*q && *q != ' ')
 				q++; /* dev */
 			unsigned long long ino = strtoull(q, &q, 10);
+			while (*q == ' ')
+				q++;
 			if (e0 > a && s0 < b) {
+				if (s0 <= a && !strcmp(q, "[anon:mmkit]"))
+					return 2;
 				if (s0 > a || perm[0] != 'r' || perm[1] != 'w' || perm[3] != 'p' || ino)
 					return 0;
 				a = e0;
@@ -724,13 +734,23 @@ MMK_AFL__FN(int, mmk_afl__anon_rw, (mmk_afl__live *l, uintptr_t a, uintptr_t b))
  * runs.  The restore re-creates only the tracked parts (the runs are
  * excluded from the snapshot), so re-create each run that is no longer a
  * private read-write anonymous mapping: a fresh one is zero, exactly its
- * image.  Returns the number of runs re-created. */
+ * image.  A run where mmkit's own memory now lies is dropped (never
+ * discarded: that memory is the engine's).  Returns the number of runs
+ * re-created or dropped. */
 MMK_AFL__FN(size_t, mmk_afl__fix_runs, (mmk_afl__live *l))
 {
 	size_t fixed = 0;
 	for (size_t r = 0; r < l->nrun; r++) {
-		if (mmk_afl__anon_rw(l, l->run[r].start, l->run[r].end) == 1)
+		int ok = mmk_afl__anon_rw(l, l->run[r].start, l->run[r].end);
+		if (ok == 1)
 			continue;
+		if (ok == 2) {
+			l->untouched -= (l->run[r].end - l->run[r].start) / MMK_AFL__PG;
+			l->run[r] = l->run[--l->nrun];
+			r--;
+			fixed++;
+			continue;
+		}
 		if (mmap((void *)l->run[r].start, l->run[r].end - l->run[r].start, PROT_READ | PROT_WRITE,
 			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED)
 			mmk_afl__die("mmap", -errno);

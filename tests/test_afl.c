@@ -6,7 +6,11 @@
  * calling the loop function again, that preserved ranges and excluded
  * buffers survive resets while their neighbours do not, that reset hooks
  * run, that MMK_AFL_RESET=0 turns the reset off, and that a crash in an
- * input still kills the process with its signal.
+ * input still kills the process with its signal.  Untouched pages (left out
+ * of the copy) must come back zero whoever wrote them (the loop's thread,
+ * the kernel, another thread, a vfork child) and after an input unmapped or
+ * write-protected their mapping; the PLT-slot check must leave no trace
+ * (dlerror state) in the next input; plt_slots_kept counts accepted values.
  * Loop bodies only record into stack variables (the stack is never reset);
  * assertions come after the loop.
  */

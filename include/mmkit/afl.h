@@ -36,8 +36,8 @@
  * usual fuzzing target once AFL++'s big buffers are excluded) uses the copy
  * backend, less the pages nobody has touched yet: those are left out of the
  * copy and checked instead (see mmk_afl__plan), so a reset copies only the
- * touched pages (18 of 81 on the example target) plus three cheap system
- * calls when no untouched page was touched.  Lazily bound PLT slots keep
+ * touched pages (18 of 82 on the example target) plus two system calls (a
+ * /proc/self/statm read, getrusage) when no untouched page was touched.  Lazily bound PLT slots keep
  * their resolved values (see mmk_afl__got_object).
  *
  * What is reset: every private writable mapping of the process - the heap

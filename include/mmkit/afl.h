@@ -94,7 +94,8 @@
  * to the address space (swapped out, or MADV_DONTNEED/MADV_FREE on a buffer
  * excluded with mmk_afl_exclude): the two cancel out in the resident count.
  * Set MMK_AFL_UNTOUCHED=0 where that can happen.  The check needs exact
- * counts in /proc/self/statm (Linux 6.16+); older kernels copy every page.
+ * counts in /proc/self/statm (Linux 6.16+, probed at the save point);
+ * otherwise every page is copied.
  *
  * Failure: if the snapshot cannot be created or restored (e.g. no
  * userfaultfd and no memory), the harness writes the reason to stderr and
@@ -122,7 +123,6 @@
 #include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/utsname.h>
 #include <unistd.h>
 
 #ifdef __cplusplus
@@ -621,20 +621,6 @@ MMK_AFL__FN(long, mmk_afl__faults, (void))
 	return getrusage(RUSAGE_THREAD, &ru) == 0 ? ru.ru_minflt + ru.ru_majflt : -1;
 }
 
-/* Does /proc/self/statm give exact counts?  Since Linux 6.16 it sums the
- * per-CPU parts of the memory counters; 6.2-6.15 read only their shared
- * part (a page another CPU added can be missing), earlier kernels
- * cached them per thread.  The untouched-page check needs exact counts, so
- * older kernels copy every page (as MMK_AFL_UNTOUCHED=0). */
-MMK_AFL__FN(int, mmk_afl__statm_exact, (void))
-{
-	struct utsname u;
-	unsigned maj = 0, min = 0;
-	if (uname(&u) != 0 || sscanf(u.release, "%u.%u", &maj, &min) != 2)
-		return 0;
-	return maj > 6 || (maj == 6 && min >= 16);
-}
-
 /* Anonymous pages resident in the process's memory (mm-wide: /proc/self/statm
  * resident less shared, i.e. file and shmem pages), -1 if unreadable.  A
  * run's page made present by anyone - another thread, a vfork child sharing
@@ -652,6 +638,31 @@ MMK_AFL__FN(long, mmk_afl__anon_rss, (mmk_afl__live *l))
 	long res = strtol(e, &e, 10);
 	long shared = strtol(e, &e, 10);
 	return res - shared;
+}
+
+/* Does /proc/self/statm give exact counts?  Since Linux 6.16 it sums the
+ * per-CPU parts of the memory counters; 6.2-6.15 read only their shared
+ * part (a page added on a CPU shows once that CPU's part reaches its batch
+ * of 32+), earlier kernels cached them per thread (synced every 64 events).
+ * The untouched-page check needs exact counts, so it is probed: each of
+ * three pages touched must add exactly one; otherwise every page is copied
+ * (as MMK_AFL_UNTOUCHED=0). */
+MMK_AFL__FN(int, mmk_afl__statm_exact, (void))
+{
+	mmk_afl__live l;
+	l.statm_fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+	char *p = (char *)mmap(NULL, 3 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	int ok = l.statm_fd >= 0 && p != MAP_FAILED;
+	for (int i = 0; ok && i < 3; i++) {
+		long before = mmk_afl__anon_rss(&l);
+		((volatile char *)p)[i * 4096] = 1;
+		ok = before >= 0 && mmk_afl__anon_rss(&l) == before + 1;
+	}
+	if (p != MAP_FAILED)
+		munmap(p, 3 * 4096);
+	if (l.statm_fd >= 0)
+		close(l.statm_fd);
+	return ok;
 }
 
 /* Is [a, b) covered by private read-write anonymous mappings?  (What the

@@ -626,10 +626,10 @@ MMK_AFL__FN(long, mmk_afl__faults, (void))
  * run's page made present by anyone - another thread, a vfork child sharing
  * the memory, an io_uring worker, another process (process_vm_writev) -
  * adds one. */
-MMK_AFL__FN(long, mmk_afl__anon_rss, (mmk_afl__live *l))
+MMK_AFL__FN(long, mmk_afl__anon_rss, (int statm_fd))
 {
 	char buf[160];
-	ssize_t n = l->statm_fd >= 0 ? pread(l->statm_fd, buf, sizeof buf - 1, 0) : -1;
+	ssize_t n = statm_fd >= 0 ? pread(statm_fd, buf, sizeof buf - 1, 0) : -1;
 	if (n <= 0)
 		return -1;
 	buf[n] = 0;
@@ -649,19 +649,18 @@ MMK_AFL__FN(long, mmk_afl__anon_rss, (mmk_afl__live *l))
  * (as MMK_AFL_UNTOUCHED=0). */
 MMK_AFL__FN(int, mmk_afl__statm_exact, (void))
 {
-	mmk_afl__live l;
-	l.statm_fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+	int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
 	char *p = (char *)mmap(NULL, 3 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	int ok = l.statm_fd >= 0 && p != MAP_FAILED;
+	int ok = fd >= 0 && p != MAP_FAILED;
 	for (int i = 0; ok && i < 3; i++) {
-		long before = mmk_afl__anon_rss(&l);
+		long before = mmk_afl__anon_rss(fd);
 		((volatile char *)p)[i * 4096] = 1;
-		ok = before >= 0 && mmk_afl__anon_rss(&l) == before + 1;
+		ok = before >= 0 && mmk_afl__anon_rss(fd) == before + 1;
 	}
 	if (p != MAP_FAILED)
 		munmap(p, 3 * 4096);
-	if (l.statm_fd >= 0)
-		close(l.statm_fd);
+	if (fd >= 0)
+		close(fd);
 	return ok;
 }
 
@@ -995,7 +994,7 @@ MMK_AFL__FN(void, mmk_afl__begin, (mmk_afl__cfg *c))
 			mmk_afl__die("mmk_snap_save", rc);
 	}
 	l->rescans = mmk_afl__rescans(l->snap);
-	l->anon_rss = mmk_afl__anon_rss(l);
+	l->anon_rss = mmk_afl__anon_rss(l->statm_fd);
 	l->faults = mmk_afl__faults();
 }
 
@@ -1084,7 +1083,7 @@ MMK_AFL__FN(void, mmk_afl__reset, (mmk_afl__cfg *c))
 		 * page will likely touch it again): memory is exactly the image
 		 * now, so a new save point is the same one. */
 		unsigned long long rs = mmk_afl__rescans(l->snap);
-		long rss = mmk_afl__anon_rss(l), f = mmk_afl__faults();
+		long rss = mmk_afl__anon_rss(l->statm_fd), f = mmk_afl__faults();
 		if (rs != l->rescans || rss != l->anon_rss || f != l->faults || rss < 0 || f < 0) {
 			/* an input that unmapped or re-protected memory holding
 			 * runs: the restore re-created only the tracked parts */
@@ -1117,7 +1116,7 @@ MMK_AFL__FN(void, mmk_afl__reset, (mmk_afl__cfg *c))
 				l->replans++;
 			}
 			l->rescans = mmk_afl__rescans(l->snap);
-			l->anon_rss = mmk_afl__anon_rss(l);
+			l->anon_rss = mmk_afl__anon_rss(l->statm_fd);
 			l->faults = mmk_afl__faults();
 		}
 	}

@@ -144,7 +144,9 @@ enum {
 	                                   * utilisation at clock-tick resolution */
 	MMK_PROF_ADD_NO_PERF = 1u << 3,   /* no switch-record watch (perf event): the
 	                                   * idle shortcut then costs one schedstat
-	                                   * read per sample */
+	                                   * read per sample; MMK_PROF_NO_PERF set in
+	                                   * the environment does the same for
+	                                   * every target */
 };
 
 MMK_API int mmk_prof_sampler_create(mmk_prof_sampler **s, const mmk_prof_sampler_opts *opts);

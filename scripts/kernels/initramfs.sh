@@ -52,10 +52,14 @@ while IFS= read -r -d '' t; do
 done < <(find "$build" -path "$build/CMakeFiles" -prune -o -type f -name 'test_*' -perm -u+x -print0 | sort -z)
 
 # shared libraries at their host paths (ldd prints "name => /path (addr)"
-# or "/path (addr)" for the loader)
-for b in "${bins[@]}"; do
-  ldd "$b" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'
-done | sort -u | while read -r lib; do
+# or "/path (addr)" for the loader); plus libgcc_s, which glibc dlopens at
+# pthread_exit and thread cancellation (not in any ldd output)
+{
+  for b in "${bins[@]}"; do
+    ldd "$b" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'
+  done
+  ldconfig -p 2>/dev/null | awk '$1 == "libgcc_s.so.1" && /x86-64/ { print $NF; exit }'
+} | sort -u | while read -r lib; do
   real=$(readlink -f "$lib")
   if [ ! -e "$root$real" ]; then
     mkdir -p "$root$(dirname "$real")"

@@ -434,7 +434,11 @@ int mmk_prof_sampler_add(mmk_prof_sampler *s, pid_t pid, int pidfd, unsigned fla
 	if (!(flags & MMK_PROF_ADD_STAT_ONLY)) {
 		snprintf(path, sizeof path, "/proc/%d/schedstat", (int)pid);
 		t.schedfd = open(path, O_RDONLY | O_CLOEXEC); /* optional */
-		t.perf_ok = !(flags & (MMK_PROF_ADD_NO_PERF | MMK_PROF_ADD_CHILDREN));
+		/* MMK_PROF_NO_PERF in the environment: as MMK_PROF_ADD_NO_PERF
+		 * for every target (e.g. under QEMU TCG, where enabling the
+		 * kernel's context-switch hooks live-patches __schedule) */
+		t.perf_ok = !(flags & (MMK_PROF_ADD_NO_PERF | MMK_PROF_ADD_CHILDREN)) &&
+			    !getenv("MMK_PROF_NO_PERF");
 	}
 	/* The pidfd still names a live (or zombie) process, so the /proc files
 	 * just opened belong to it and not to a successor with the same PID. */

@@ -58,7 +58,7 @@ done < <(find "$build" -path "$build/CMakeFiles" -prune -o -type f -name 'test_*
   for b in "${bins[@]}"; do
     ldd "$b" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'
   done
-  ldconfig -p 2>/dev/null | awk '$1 == "libgcc_s.so.1" && /x86-64/ { print $NF; exit }'
+  ldconfig -p 2>/dev/null | awk '$1 == "libgcc_s.so.1" && /x86-64/ && !n++ { print $NF }' || true
 } | sort -u | while read -r lib; do
   real=$(readlink -f "$lib")
   if [ ! -e "$root$real" ]; then

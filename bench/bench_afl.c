@@ -25,7 +25,7 @@
  *      slots were left out).
  * Needs afl-clang-fast, afl-fuzz, afl-showmap (Debian afl++; scripts/deps.sh
  * bench installs it); without them it prints a note and exits 0.
- * Flags: --quick (3 s runs, 1 rep), default (8 s runs, 2 reps), --full
+ * Flags: --quick (3 s runs, 1 rep), default (6 s runs, 2 reps), --full
  * (60 s runs, 3 reps); --cost: table 3 only (with --full: its full grid).
  */
 #include <errno.h>
@@ -225,7 +225,7 @@ static double cost_run(const char *env, const char *arg, int reset, double v[6])
 
 int main(int argc, char **argv)
 {
-	int secs = 8, reps = 2, qmax = 150;
+	int secs = 6, reps = 2, qmax = 150; /* default: the main job stays near 5 min */
 	unsigned long cost_iters = 100000;
 	int cost_reps = 5, cost_only = 0;
 	for (int i = 1; i < argc; i++) {

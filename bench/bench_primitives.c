@@ -56,11 +56,14 @@ static double t_getppid(void)
 	return (bench_now() - t0) / n * 1e6;
 }
 
-static double t_statm(void)
+/* n preads of a kept /proc file */
+static double t_pread(const char *path, int n)
 {
-	int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
-	char buf[128];
-	int n = 50000 / g_scale;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	char buf[1024];
+	n /= g_scale;
 	double t0 = bench_now();
 	for (int i = 0; i < n; i++)
 		if (pread(fd, buf, sizeof buf, 0) <= 0)
@@ -70,18 +73,14 @@ static double t_statm(void)
 	return us;
 }
 
+static double t_statm(void)
+{
+	return t_pread("/proc/self/statm", 50000);
+}
+
 static double t_procstat(void)
 {
-	int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
-	char buf[1024];
-	int n = 20000 / g_scale;
-	double t0 = bench_now();
-	for (int i = 0; i < n; i++)
-		if (pread(fd, buf, sizeof buf, 0) <= 0)
-			break;
-	double us = (bench_now() - t0) / n * 1e6;
-	close(fd);
-	return us;
+	return t_pread("/proc/self/stat", 20000);
 }
 
 static double t_memcpy_page(void)

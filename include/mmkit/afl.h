@@ -426,6 +426,27 @@ MMK_AFL__FN(void, mmk_afl__exclude_afl_buffers, (mmk_afl__cfg *c))
 	munmap(map, fsz);
 }
 
+/* One /proc/self/maps line ("start-end perms offset dev inode [name]",
+ * NUL-terminated): its range, permissions, inode and name (or ""). */
+MMK_AFL__FN(void, mmk_afl__maps_line, (char *line, uintptr_t *start, uintptr_t *end, const char **perm,
+				       unsigned long long *ino, const char **name))
+{
+	char *e;
+	*start = (uintptr_t)strtoull(line, &e, 16);
+	*end = (uintptr_t)strtoull(e + 1, &e, 16);
+	*perm = e + 1;
+	char *q = e + 6;
+	(void)strtoull(q, &q, 16); /* offset */
+	while (*q == ' ')
+		q++;
+	while (*q && *q != ' ')
+		q++; /* dev */
+	*ino = strtoull(q, &q, 10);
+	while (*q == ' ')
+		q++;
+	*name = q;
+}
+
 /* Could a huge page ever back [a, b) without a fault of ours (khugepaged
  * collapses a 2 MiB range, filling untouched pages)?  Only if the mapping
  * holds an aligned 2 MiB range and THP is not off. */
@@ -503,21 +524,11 @@ MMK_AFL__FN(size_t, mmk_afl__plan, (mmk_afl__cfg *c, mmk_afl__live *l, mmk_snap 
 		char *nl = strchr(line, '\n');
 		if (nl)
 			*nl = 0;
-		char *e;
-		uintptr_t a = (uintptr_t)strtoull(line, &e, 16);
-		uintptr_t b = (uintptr_t)strtoull(e + 1, &e, 16);
-		const char *perm = e + 1;
-		/* "start-end perms offset dev inode [name]": anonymous = inode 0,
-		 * no name other than [heap] or [anon:...] */
-		char *q = e + 6;
-		(void)strtoull(q, &q, 16); /* offset */
-		while (*q == ' ')
-			q++;
-		while (*q && *q != ' ')
-			q++; /* dev */
-		unsigned long long ino = strtoull(q, &q, 10);
-		while (*q == ' ')
-			q++;
+		uintptr_t a, b;
+		const char *perm, *q;
+		unsigned long long ino;
+		mmk_afl__maps_line(line, &a, &b, &perm, &ino, &q);
+		/* anonymous = inode 0, no name other than [heap] or [anon:...] */
 		int anon = ino == 0 && (!*q || !strcmp(q, "[heap]") || !strncmp(q, "[anon:", 6));
 		if (perm[0] == 'r' && perm[1] == 'w' && perm[3] == 'p' && anon && b > a &&
 		    b - a <= ((size_t)64 << 20) && !mmk_afl__thp_possible(a, b)) {
@@ -708,19 +719,10 @@ MMK_AFL__FN(int, mmk_afl__anon_rw, (mmk_afl__live *l, uintptr_t a, uintptr_t b))
 		char *line = buf, *nl;
 		while ((nl = strchr(line, '\n'))) {
 			*nl = 0;
-			char *e;
-			uintptr_t s0 = (uintptr_t)strtoull(line, &e, 16);
-			uintptr_t e0 = (uintptr_t)strtoull(e + 1, &e, 16);
-			const char *perm = e + 1;
-			char *q = e + 6;
-			(void)strtoull(q, &q, 16); /* offset */
-			while (*q == ' ')
-				q++;
-			while (*q && *q != ' ')
-				q++; /* dev */
-			unsigned long long ino = strtoull(q, &q, 10);
-			while (*q == ' ')
-				q++;
+			uintptr_t s0, e0;
+			const char *perm, *q;
+			unsigned long long ino;
+			mmk_afl__maps_line(line, &s0, &e0, &perm, &ino, &q);
 			if (e0 > a && s0 < b) {
 				if (s0 <= a && !strcmp(q, "[anon:mmkit]"))
 					return 2;

@@ -156,7 +156,9 @@ static char *wp_region(int fd, size_t np)
 	return p;
 }
 
-static double t_async_fault(void)
+/* async WP: the write fault on each protected page (wp_ioctl false), or
+ * UFFDIO_WRITEPROTECT of each written page (true) */
+static double t_async(bool wp_ioctl)
 {
 	int fd = uffd_open(UFFD_FEATURE_WP_ASYNC);
 	if (fd < 0)
@@ -168,11 +170,26 @@ static double t_async_fault(void)
 		double t0 = bench_now();
 		for (size_t i = 0; i < np; i++)
 			p[i * PG] = 2;
+		if (wp_ioctl) {
+			t0 = bench_now();
+			for (size_t i = 0; i < np; i++)
+				uffd_wp(fd, p + i * PG, PG, true);
+		}
 		us = (bench_now() - t0) / (double)np * 1e6;
 		munmap(p, np * PG);
 	}
 	close(fd);
 	return us;
+}
+
+static double t_async_fault(void)
+{
+	return t_async(false);
+}
+
+static double t_wp_ioctl(void)
+{
+	return t_async(true);
 }
 
 static int g_sig_fd = -1;
@@ -243,27 +260,6 @@ static double t_mprotect_fault(void)
 	if (g_sig_count != np)
 		us = -1;
 	munmap(p, np * PG);
-	return us;
-}
-
-static double t_wp_ioctl(void)
-{
-	int fd = uffd_open(UFFD_FEATURE_WP_ASYNC);
-	if (fd < 0)
-		return -1;
-	size_t np = fault_pages();
-	char *p = wp_region(fd, np);
-	double us = -1;
-	if (p) {
-		for (size_t i = 0; i < np; i++)
-			p[i * PG] = 2; /* written: the ioctl has work to do */
-		double t0 = bench_now();
-		for (size_t i = 0; i < np; i++)
-			uffd_wp(fd, p + i * PG, PG, true);
-		us = (bench_now() - t0) / (double)np * 1e6;
-		munmap(p, np * PG);
-	}
-	close(fd);
 	return us;
 }
 

@@ -359,7 +359,7 @@ int main(int argc, char **argv)
 	size_t sizes[] = { 4UL << 20, 64UL << 20, 1UL << 30 };
 	int nsizes = mode == 0 ? 2 : 3;
 	/* repetitions per size: quick / default / full */
-	static const int reps_tab[3][3] = { { 3, 3, 0 }, { 15, 7, 3 }, { 41, 15, 7 } };
+	static const int reps_tab[3][3] = { { 3, 3, 0 }, { 31, 7, 3 }, { 41, 15, 7 } };
 
 	/* Huge pages: allowed now?  Otherwise, as root, switch shmem THP to
 	 * advise for this run. */

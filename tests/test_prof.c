@@ -805,14 +805,7 @@ static int allowance_child(void)
 	int nh = 0;
 	for (int k = 12; k >= 0 && nh < 256; k--) {
 		for (;;) {
-			struct perf_event_attr a;
-			memset(&a, 0, sizeof a);
-			a.size = sizeof a;
-			a.type = PERF_TYPE_SOFTWARE;
-			a.config = PERF_COUNT_SW_DUMMY;
-			a.exclude_kernel = 1;
-			a.exclude_hv = 1;
-			int fd = (int)syscall(SYS_perf_event_open, &a, 0, -1, -1, PERF_FLAG_FD_CLOEXEC);
+			int fd = mmk__perf_open_sw(PERF_COUNT_SW_DUMMY, 0, 0);
 			if (fd < 0)
 				return 77; /* no perf for this user */
 			size_t len = (size_t)pg * ((1u << k) + 1);

@@ -266,20 +266,13 @@ static void perf_close(mmk_prof_sampler *s, target *t)
  * wait has passed (1 s, doubling after each failure up to 64 s). */
 static void perf_open_target(mmk_prof_sampler *s, target *t, uint64_t now)
 {
-	struct perf_event_attr a;
-	memset(&a, 0, sizeof a);
-	a.size = sizeof a;
-	a.type = PERF_TYPE_SOFTWARE;
-	a.config = PERF_COUNT_SW_DUMMY;
-	a.context_switch = 1;
-	a.exclude_kernel = 1;
-	a.exclude_hv = 1;
-	/* a PERF_RECORD_EXIT when the watched thread exits: a dead buffer never
-	 * reads as "nothing recorded" or as "last record a switch-out" */
-	a.task = 1;
+	/* the task records include a PERF_RECORD_EXIT when the watched thread
+	 * exits: a dead buffer never reads as "nothing recorded" or as "last
+	 * record a switch-out" */
 	s->cnt.perf_opens++;
-	t->perffd = (int)syscall(SYS_perf_event_open, &a, t->pid, -1, -1, PERF_FLAG_FD_CLOEXEC);
+	t->perffd = mmk__perf_open_sw(PERF_COUNT_SW_DUMMY, t->pid, MMK__PERF_SWITCHES);
 	if (t->perffd < 0) {
+		t->perffd = -1;
 		t->perf_ok = false;
 		return;
 	}

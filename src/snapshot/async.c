@@ -185,14 +185,6 @@ static int scan_range(uintptr_t a, uintptr_t b, void *arg)
 	return 0;
 }
 
-static int scan_nothing(uintptr_t a, uintptr_t b, void *arg)
-{
-	(void)a;
-	(void)b;
-	(void)arg;
-	return 0;
-}
-
 /* Does any other object have async regions in [lo, hi)?  Then a scan with
  * PM_SCAN_WP_MATCHING would re-protect its written pages too. */
 static bool foreign_async(mmk_snap *s, uintptr_t lo, uintptr_t hi)
@@ -248,7 +240,7 @@ static int scan_all(mmk_snap *s, int op, int depth, bool reprotect)
 		return (int)n;
 	if (c.defer_wp && c.whi > c.wlo && !c.err) {
 		n = mmk__pagemap_scan(c.wlo, c.whi, PM_SCAN_WP_MATCHING, PAGE_IS_WPALLOWED | PAGE_IS_WRITTEN, 0,
-				      scan_nothing, NULL);
+				      NULL, NULL);
 		if (n < 0)
 			return (int)n;
 	}

@@ -127,15 +127,7 @@ static bool probe_soft_dirty(void)
 
 static bool probe_perf(void)
 {
-	struct perf_event_attr attr;
-	memset(&attr, 0, sizeof attr);
-	attr.size = sizeof attr;
-	attr.type = PERF_TYPE_SOFTWARE;
-	attr.config = PERF_COUNT_SW_PAGE_FAULTS_MIN;
-	attr.disabled = 1;
-	attr.exclude_kernel = 1;
-	attr.exclude_hv = 1;
-	int fd = (int)syscall(SYS_perf_event_open, &attr, 0, -1, -1, PERF_FLAG_FD_CLOEXEC);
+	int fd = mmk__perf_open_sw(PERF_COUNT_SW_PAGE_FAULTS_MIN, 0, MMK__PERF_DISABLED);
 	if (fd < 0)
 		return false;
 	close(fd);

@@ -3,8 +3,9 @@
  *
  * Every raw kernel interface mmkit uses goes through this layer, so the
  * subsystems above it read as policy: userfaultfd (uffd.c), PAGEMAP_SCAN and
- * pagemap (pagemap.c), address-space enumeration (maps.c), the feature probe
- * (probe.c) and memory that belongs to mmkit itself (self.c).
+ * pagemap (pagemap.c), address-space enumeration (maps.c), perf events
+ * (perf.c), the feature probe (probe.c) and memory that belongs to mmkit
+ * itself (self.c).
  *
  * Conventions: functions return 0 / a count, or a negative errno; they keep
  * no hidden state except the few cached descriptors documented below; they
@@ -72,7 +73,8 @@ MMK_HIDDEN long mmk__pagemap_scan_written(uintptr_t start, uintptr_t end, bool r
 					  mmk__range_fn fn, void *arg);
 /* General form: ranges of pages whose categories match
  * (cat ^ inverted) & mask == mask and, if anyof, & anyof != 0; `flags` are
- * PM_SCAN_* (WP_MATCHING re-protects what matched).  Same completion rule. */
+ * PM_SCAN_* (WP_MATCHING re-protects what matched).  Same completion rule.
+ * fn may be NULL (count, or re-protect, only). */
 MMK_HIDDEN long mmk__pagemap_scan(uintptr_t start, uintptr_t end, uint64_t flags, uint64_t mask,
 				  uint64_t anyof, mmk__range_fn fn, void *arg);
 /* One raw PAGEMAP_SCAN call (used by the probe and tests). */
@@ -167,6 +169,16 @@ MMK__RAW_ATTR static int mmk__cmp(const void *a, const void *b, size_t n)
 #define mmk__copy memcpy
 #define mmk__cmp memcmp
 #endif
+
+/* ---- perf events (perf.c) ---------------------------------------------------- */
+enum {
+	MMK__PERF_DISABLED = 1u << 0, /* created stopped (a probe) */
+	MMK__PERF_SWITCHES = 1u << 1, /* also write context-switch records, and
+				       * FORK/EXIT records of the thread */
+};
+/* A software event (config PERF_COUNT_SW_*) of user-mode activity of thread
+ * `tid` (0: the caller), any CPU, close-on-exec: the descriptor, or -errno. */
+MMK_HIDDEN int mmk__perf_open_sw(uint64_t config, pid_t tid, unsigned flags);
 
 /* ---- misc ------------------------------------------------------------------- */
 MMK_HIDDEN int mmk__read_file(const char *path, char *buf, size_t len); /* NUL-terminated, returns bytes */

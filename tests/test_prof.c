@@ -29,6 +29,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -341,14 +342,16 @@ static void test_sampler_pid_reuse(void **state)
 	int go;
 	pid_t a = toucher(10, &go);
 	assert_int_equal(mmk_prof_sampler_add(s, a, -1, 0), 0);
-	/* asleep: its samples are carried over (idle shortcut) */
-	for (int i = 0; i < 3; i++) {
+	/* asleep: its samples are carried over (idle shortcut; a tick that
+	 * sees it finish starting takes the counter group's estimate, and the
+	 * next a full read that makes the estimate exact) */
+	for (int i = 0; i < 4; i++) {
 		usleep(15000);
 		mmk_prof_sampler_tick(s, 0);
 	}
 	mmk__prof_counts k;
 	mmk__prof_sampler_counts(s, &k);
-	assert_true(k.sched_carry + k.perf_carry >= 2);
+	assert_true(k.sched_carry + k.perf_carry + k.cnt_carry >= 2);
 	c.n = 0;
 	assert_int_equal(write(go, "gg", 2), 2);
 	close(go);
@@ -469,6 +472,13 @@ static int exec_child(int fd)
 	return 0;
 }
 
+static void *toucher_thread(void *arg)
+{
+	for (size_t i = 0; i < 1000 && dc.used < dc.npages; i++)
+		dc.m[dc.used++ * 4096] = 1;
+	return arg;
+}
+
 static void *serve(void *arg)
 {
 	char c;
@@ -513,6 +523,23 @@ static void *serve(void *arg)
 				_exit(5);
 			for (;;)
 				pause(); /* until the exec retires this thread */
+		} else if (c == 'k') {
+			/* 1000 faults taken in kernel mode: read() copies into
+			 * pages not touched yet */
+			int pp[2];
+			if (pipe(pp) != 0)
+				_exit(5);
+			for (size_t i = 0; i < 1000 && dc.used < dc.npages; i++) {
+				if (write(pp[1], "k", 1) != 1 || read(pp[0], dc.m + dc.used++ * 4096, 1) != 1)
+					_exit(5);
+			}
+			close(pp[0]);
+			close(pp[1]);
+		} else if (c == 'P') {
+			/* a thread touches 1000 pages and ends */
+			pthread_t th;
+			if (pthread_create(&th, NULL, toucher_thread, NULL) != 0 || pthread_join(th, NULL) != 0)
+				_exit(5);
 		} else if (c == 'x') {
 			_exit(0);
 		}
@@ -568,16 +595,119 @@ static uint64_t stat_minflt(pid_t pid)
 
 /* Tick once, 15 ms after the previous tick; the record must not be older
  * than the kernel's counter read just before the tick (a wrong shortcut
- * would carry a stale value over). */
+ * would carry a stale value over).  A sample from the counter group alone
+ * (the target ran since the last sample) may lack the faults the group
+ * cannot see, taken in kernel mode (a clone's writes to the new thread's
+ * stack, copy-on-write faults of write()...): a few, until the next full
+ * read; the next sample of a sleeping target is exact again. */
 static mmk_prof_record check_tick(mmk_prof_sampler *s, pid_t pid, uint64_t *tick)
 {
 	usleep(15000);
 	uint64_t before = stat_minflt(pid);
+	mmk__prof_counts k0, k1;
+	mmk__prof_sampler_counts(s, &k0);
+	mmk_prof_record prev;
+	assert_int_equal(mmk_prof_sampler_last(s, pid, &prev), 0);
 	assert_true(mmk_prof_sampler_tick(s, ++*tick) >= 1);
+	mmk__prof_sampler_counts(s, &k1);
 	mmk_prof_record r;
 	assert_int_equal(mmk_prof_sampler_last(s, pid, &r), 0);
-	assert_true(r.minflt >= before);
+	assert_true(r.minflt >= prev.minflt);
+	if (k1.cnt_sample > k0.cnt_sample)
+		assert_true(r.minflt + 16 >= before);
+	else
+		assert_true(r.minflt >= before);
 	return r;
+}
+
+/* The counter group: samples of a running target from one perf read, exact
+ * for user-mode faults (of every thread on Linux >= 5.13), the kernel-mode
+ * ones caught up by the full read that follows once it sleeps; exact at
+ * exit; cumulative values never go back. */
+static void test_sampler_counter_group(void **state)
+{
+	(void)state;
+	collect c = {0};
+	mmk_prof_sampler_opts o = { .emit = collect_emit, .arg = &c };
+	mmk_prof_sampler *s;
+	assert_int_equal(mmk_prof_sampler_create(&s, &o), 0);
+	int sock;
+	pid_t a = driven_child(&sock);
+	command(sock, 't');
+	assert_int_equal(mmk_prof_sampler_add(s, a, -1, MMK_PROF_ADD_ABSOLUTE), 0);
+	mmk__prof_counts k0, k1;
+	mmk__prof_sampler_counts(s, &k0);
+	if (k0.cnt_targets != 1) {
+		mmk_prof_sampler_destroy(s);
+		command(sock, 'x');
+		close(sock);
+		waitpid(a, NULL, 0);
+		MMK_SKIP("no perf counter group (perf_event_open of software counters failed, or MMK_PROF_NO_PERF set)");
+	}
+	struct utsname u;
+	int maj = 0, min = 0;
+	if (uname(&u) == 0)
+		sscanf(u.release, "%d.%d", &maj, &min);
+	bool threads = maj > 5 || (maj == 5 && min >= 13);
+	uint64_t tick = 0;
+	for (int i = 0; i < 3; i++)
+		check_tick(s, a, &tick);
+	/* user-mode faults: one counter read, exact */
+	command(sock, 't');
+	mmk__prof_sampler_counts(s, &k0);
+	mmk_prof_record r = check_tick(s, a, &tick);
+	mmk__prof_sampler_counts(s, &k1);
+	assert_int_equal(k1.cnt_sample, k0.cnt_sample + 1);
+	assert_int_equal(k1.full, k0.full);
+	assert_int_equal(r.minflt, stat_minflt(a));
+	/* kernel-mode faults: the estimate lacks them (the group counts
+	 * user-mode faults only, unprivileged or not: no GUP either) ... */
+	command(sock, 'k');
+	usleep(15000);
+	assert_true(mmk_prof_sampler_tick(s, ++tick) >= 1);
+	assert_int_equal(mmk_prof_sampler_last(s, a, &r), 0);
+	uint64_t exact = stat_minflt(a);
+	fprintf(stderr, "# after 1000 kernel-mode faults: estimate %llu, /proc %llu\n", (unsigned long long)r.minflt,
+		(unsigned long long)exact);
+	/* ... until the full read of the next sample (asleep again) */
+	mmk__prof_sampler_counts(s, &k0);
+	r = check_tick(s, a, &tick);
+	mmk__prof_sampler_counts(s, &k1);
+	assert_int_equal(r.minflt, stat_minflt(a));
+	assert_true(k1.full == k0.full + 1 || r.minflt == exact);
+	/* and carried over from then on */
+	mmk__prof_sampler_counts(s, &k0);
+	for (int i = 0; i < 3; i++)
+		check_tick(s, a, &tick);
+	mmk__prof_sampler_counts(s, &k1);
+	assert_true(k1.cnt_carry + k1.perf_carry >= k0.cnt_carry + k0.perf_carry + 3);
+	/* a thread's user-mode faults: in the group from its creation on */
+	command(sock, 'P');
+	r = check_tick(s, a, &tick);
+	uint64_t st = stat_minflt(a);
+	fprintf(stderr, "# a thread touched 1000 pages: estimate %llu, /proc %llu (group %s new threads)\n",
+		(unsigned long long)r.minflt, (unsigned long long)st, threads ? "follows" : "does not follow");
+	if (threads)
+		assert_true(r.minflt + 16 >= st);
+	for (int i = 0; i < 3; i++)
+		check_tick(s, a, &tick);
+	/* cumulative records never went back; the final one is exact */
+	for (size_t i = 1; i < c.n; i++)
+		if (c.r[i].pid == a && c.r[i - 1].pid == a) {
+			assert_true(c.r[i].minflt >= c.r[i - 1].minflt);
+			assert_true(c.r[i].utime_ns + c.r[i].stime_ns >= c.r[i - 1].utime_ns + c.r[i - 1].stime_ns);
+		}
+	command(sock, 'x');
+	close(sock);
+	siginfo_t si;
+	assert_int_equal(waitid(P_PID, (id_t)a, &si, WEXITED | WNOWAIT), 0);
+	mmk_prof_record fin;
+	assert_int_equal(mmk_prof_sampler_finish(s, a, &fin), 0);
+	struct rusage ru;
+	assert_int_equal(wait4(a, NULL, 0, &ru), a);
+	assert_int_equal(fin.minflt, (uint64_t)ru.ru_minflt);
+	assert_int_equal(fin.majflt, (uint64_t)ru.ru_majflt);
+	mmk_prof_sampler_destroy(s);
 }
 
 static void test_sampler_idle_shortcuts(void **state)
@@ -598,11 +728,12 @@ static void test_sampler_idle_shortcuts(void **state)
 		fprintf(stderr, "# switch records unavailable (perf_event_open of a dummy event failed, or MMK_PROF_NO_PERF set): "
 				"only the schedstat rule is tested\n");
 	uint64_t tick = 0;
-	/* asleep: carried over, by schedstat first, then by the switch records */
-	for (int i = 0; i < 4; i++)
+	/* asleep: carried over, by schedstat or the counter group first, then
+	 * by the switch records (one more tick: see test_sampler_pid_reuse) */
+	for (int i = 0; i < 5; i++)
 		check_tick(s, a, &tick);
 	mmk__prof_sampler_counts(s, &k1);
-	assert_true(k1.sched_carry + k1.perf_carry >= 3);
+	assert_true(k1.sched_carry + k1.perf_carry + k1.cnt_carry >= 3);
 	if (perf)
 		assert_true(k1.perf_carry >= 2);
 	/* ran and slept again: one full read that sees every fault */
@@ -611,7 +742,9 @@ static void test_sampler_idle_shortcuts(void **state)
 	mmk__prof_sampler_counts(s, &k0);
 	mmk_prof_record r1 = check_tick(s, a, &tick);
 	mmk__prof_sampler_counts(s, &k1);
-	assert_int_equal(k1.full, k0.full + 1);
+	/* a full read, or one read of the counter group (user-mode faults:
+	 * the group sees every one of them) */
+	assert_int_equal(k1.full + k1.cnt_sample, k0.full + k0.cnt_sample + 1);
 	assert_true(r1.minflt >= r0.minflt + 1000);
 	assert_int_equal(r1.minflt, stat_minflt(a));
 	for (int i = 0; i < 3; i++)
@@ -682,7 +815,9 @@ static void test_sampler_idle_shortcuts(void **state)
 	assert_int_equal(c.n, 1);
 	assert_int_equal(c.r[0].kind, MMK_PROF_EXIT);
 	assert_int_equal(mmk_prof_sampler_list(s, NULL, 0), 0);
-	/* a second thread: no shortcut and no switch records from then on */
+	/* a second thread: no switch records from the next full read on (at
+	 * most a second later), and no shortcut but the counter group's
+	 * (which counts the new thread too where the kernel can: 5.13+) */
 	pid_t b = driven_child(&sock);
 	command(sock, 't');
 	assert_int_equal(mmk_prof_sampler_add(s, b, -1, MMK_PROF_ADD_ABSOLUTE), 0);
@@ -691,6 +826,10 @@ static void test_sampler_idle_shortcuts(void **state)
 	command(sock, 'T');
 	check_tick(s, b, &tick);
 	mmk__prof_sampler_counts(s, &k0);
+	for (int i = 0; i < 100 && k0.perf_targets; i++) {
+		check_tick(s, b, &tick);
+		mmk__prof_sampler_counts(s, &k0);
+	}
 	assert_int_equal(k0.perf_targets, 0);
 	for (int i = 0; i < 3; i++)
 		check_tick(s, b, &tick);
@@ -1155,6 +1294,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_sampler_exit),
 		cmocka_unit_test(test_sampler_pid_reuse),
 		cmocka_unit_test(test_sampler_idle_shortcuts),
+		cmocka_unit_test(test_sampler_counter_group),
 		cmocka_unit_test(test_sampler_perf_allowance),
 		cmocka_unit_test(test_timer_no_drift),
 		cmocka_unit_test(test_daemon_control),

@@ -43,6 +43,10 @@ typedef struct mmk__prof_counts {
 	uint64_t perf_opens;    /* perf_event_open calls */
 	uint64_t perf_map_failed; /* buffers that could not be mapped (mlock allowance) */
 	unsigned perf_targets;  /* current targets watched through switch records */
+	uint64_t cnt_sample;    /* samples from the perf counter group alone (one read) */
+	uint64_t cnt_carry;     /* carried over because the counter group had not moved */
+	uint64_t cnt_failed;    /* counter groups that could not be opened */
+	unsigned cnt_targets;   /* current targets with a perf counter group */
 } mmk__prof_counts;
 MMK_HIDDEN void mmk__prof_sampler_counts(const mmk_prof_sampler *s, mmk__prof_counts *c);
 

@@ -9,7 +9,13 @@
  *  - /proc/PID/stat with the thread-group leader's PID sums every thread,
  *    live and exited: faults are per process.  CPU times are in clock ticks
  *    (sysconf(_SC_CLK_TCK)); schedstat adds ns resolution for the
- *    utilisation of single-threaded targets.
+ *    utilisation of single-threaded targets.  That "full read" is exact and
+ *    costs ~3 us; a process registered single-threaded also gets a perf
+ *    counter group (task clock, minor and major faults; following the
+ *    threads it creates on Linux >= 5.13), one ~0.5 us read, that samples it
+ *    between full reads (see "counter group" below for what it cannot see
+ *    and how full reads make up for it: at least every 1-8 s, at the first
+ *    sample that finds it asleep after running, and at exit).
  *  - Idle shortcut: fault and CPU counters of a process change only while one
  *    of its threads runs (faults are charged to the faulting task; exited
  *    children's counters are added when the process reaps them).  For a
@@ -47,6 +53,10 @@
  *    target gets a buffer only if its first stat read shows one thread;
  *    once a full read shows more than one thread the switch records are
  *    dropped for good (they cover the leader only).
+ *  - Order of a sample: rule 1 (memory only), else the counter group (one
+ *    read: unchanged = carried over, changed = estimate), else rule 2 /
+ *    a full read.  Exits are reaped first, at every tick (one epoll_wait on
+ *    the pidfds), since an exited process's counters stay frozen.
  *  - A target whose stat shows state 'Z' (zombie) while its pidfd is readable
  *    (the whole thread group exited), or whose stat fails with ESRCH, is
  *    dropped with one EXIT record; a zombie's counters are final and exact.
@@ -66,6 +76,7 @@
 #include <linux/perf_event.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -76,6 +87,13 @@
 #ifndef SYS_pidfd_send_signal
 #define SYS_pidfd_send_signal 424
 #endif
+
+/* The counter group: the leader's task clock, minor and major faults. */
+enum { CNT_TC, CNT_MIN, CNT_MAJ, NCNT };
+static const uint64_t cnt_configs[NCNT] = { PERF_COUNT_SW_TASK_CLOCK, PERF_COUNT_SW_PAGE_FAULTS_MIN,
+					    PERF_COUNT_SW_PAGE_FAULTS_MAJ };
+#define CNT_FULL_MIN_NS 1000000000ull    /* counter group: a full read at least this often ... */
+#define CNT_FULL_MAX_NS 8000000000ull    /* ... or this, while they find nothing it missed */
 
 typedef struct target {
 	pid_t pid;
@@ -94,6 +112,15 @@ typedef struct target {
 	uint64_t full_t_ns;   /* time of the last full (stat) read */
 	mmk_prof_record rec;  /* last record */
 	bool dead;            /* pidfd reported exit */
+	int cfd[NCNT];        /* perf counter group of the leader (cfd[0] leads), or -1 */
+	bool cnt_ok;          /* a counter group may be opened for this target */
+	bool cnt_threads;     /* the group also counts threads created after it */
+	uint64_t c_full[NCNT]; /* its values right after the last full read */
+	uint64_t c_last[NCNT]; /* its values at the last sample */
+	uint32_t fu_ppm;      /* user share of the CPU time, from the full reads */
+	bool est;             /* rec is a counter-group estimate (not a full read's) */
+	uint64_t cnt_every_ns; /* a full read at least this often (counter group) */
+	bool cnt_quiet;       /* the group did not move around the last full read */
 } target;
 
 struct mmk_prof_sampler {
@@ -347,6 +374,103 @@ static uint64_t perf_head(const target *t, int *last)
 	return h;
 }
 
+/* ---- counter group ----------------------------------------------------------- */
+/* Three counting software events on the leader thread (not inherited), read
+ * in one system call (~0.5 us against ~3 us for /proc/PID/stat): task clock
+ * (ns on a CPU), minor and major faults.  Unprivileged they count user-mode
+ * faults only, and no event counts faults taken inside get_user_pages
+ * (another process's or a kernel thread's access on the target's behalf:
+ * process_vm_writev, O_DIRECT, ...), which /proc/PID/stat does count; so
+ * between two full reads a sample adds the group's increase since the last
+ * full read to that read's exact values.  The group is read just before the
+ * stat file (the base) and just after (for the next interval's CPU time): a
+ * fault in between, a microsecond or so, counts twice until the next full
+ * read, so a sample never reports fewer user-mode faults than the kernel had
+ * when the sample began; faults the group does not see show at the next
+ * full read (at least once a second, and at exit).  The
+ * user/system split of the CPU time is not counted: between full reads the
+ * task clock's increase is split in the proportion of the last full
+ * interval.  Cumulative values never decrease (a full read below an estimate
+ * keeps the estimate), except that the final record at exit takes the
+ * kernel's exact values.  Only for single-threaded
+ * targets: threads created later are not counted, so a full read that shows
+ * more than one thread closes the group for good.  Each group costs three
+ * descriptors: one is opened only while the descriptor limit leaves room for
+ * seven per target. */
+static void cnt_close(target *t)
+{
+	mmk__perf_close_counters(t->cfd, NCNT);
+}
+
+static void cnt_open(mmk_prof_sampler *s, target *t)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+	    (s->n + 1) * 7 + 64 > rl.rlim_cur)
+		return; /* keep the descriptors for targets */
+	t->cnt_threads = true;
+	int err = mmk__perf_open_counters(t->pid, cnt_configs, NCNT, t->cfd, MMK__PERF_THREADS);
+	if (err == -EINVAL) { /* before Linux 5.13: the leader alone */
+		t->cnt_threads = false;
+		err = mmk__perf_open_counters(t->pid, cnt_configs, NCNT, t->cfd, 0);
+	}
+	if (err == 0 && mmk__perf_read_counters(t->cfd[0], t->c_last, NCNT) < 0)
+		err = -ESRCH;
+	/* a thread created between the caller's stat read and the open
+	 * would be invisible to the group */
+	mmk__procstat ps;
+	if (err == 0 && (mmk__procstat_read(t->statfd, &ps) < 0 || ps.nthreads != 1))
+		err = -EBUSY;
+	/* opened by PID: they name the target if it still lived afterwards */
+	if (err == 0 && syscall(SYS_pidfd_send_signal, t->pidfd, 0, NULL, 0) < 0 && errno != EPERM)
+		err = -ESRCH;
+	if (err < 0) {
+		cnt_close(t);
+		t->cnt_ok = false;
+		s->cnt.cnt_failed++;
+		return;
+	}
+	memcpy(t->c_full, t->c_last, sizeof t->c_full);
+	t->cnt_every_ns = CNT_FULL_MIN_NS;
+}
+
+static uint64_t max64(uint64_t a, uint64_t b)
+{
+	return a > b ? a : b;
+}
+
+static uint64_t sub0(uint64_t a, uint64_t b)
+{
+	return a > b ? a - b : 0;
+}
+
+/* The record from the counter group alone (see above): the last full read
+ * plus what the group counted since. */
+static void cnt_sample(mmk_prof_sampler *s, target *t, const uint64_t *v, uint64_t tick, uint64_t now)
+{
+	uint64_t dtc = sub0(v[CNT_TC], t->c_full[CNT_TC]);
+	uint64_t du = (uint64_t)((unsigned __int128)dtc * t->fu_ppm / 1000000u);
+	mmk_prof_record r = t->rec;
+	r.kind = MMK_PROF_SAMPLE;
+	r.tick = tick;
+	r.t_ns = now - s->o.start_ns;
+	r.minflt = max64(sub0(t->last.minflt + sub0(v[CNT_MIN], t->c_full[CNT_MIN]), t->base.minflt), t->rec.minflt);
+	r.majflt = max64(sub0(t->last.majflt + sub0(v[CNT_MAJ], t->c_full[CNT_MAJ]), t->base.majflt), t->rec.majflt);
+	r.utime_ns = max64(sub0(t->last.utime_ns + du, t->base.utime_ns), t->rec.utime_ns);
+	r.stime_ns = max64(sub0(t->last.stime_ns + (dtc - du), t->base.stime_ns), t->rec.stime_ns);
+	uint64_t dmin = r.minflt - t->rec.minflt, dmaj = r.majflt - t->rec.majflt;
+	r.d_minflt = dmin > UINT32_MAX ? UINT32_MAX : (uint32_t)dmin;
+	r.d_majflt = dmaj > UINT32_MAX ? UINT32_MAX : (uint32_t)dmaj;
+	uint64_t dcpu = sub0(v[CNT_TC], t->c_last[CNT_TC]), dt = now - t->last_t_ns;
+	r.d_cpu_us = (uint32_t)((dcpu / 1000) > UINT32_MAX ? UINT32_MAX : dcpu / 1000);
+	double u = dt ? (double)dcpu / (double)dt : 0;
+	r.util_ppm = (uint32_t)(u * 1e6 > 4e9 ? 4e9 : u * 1e6 + 0.5);
+	memcpy(t->c_last, v, sizeof t->c_last);
+	t->last_t_ns = now;
+	t->rec = r;
+	t->est = true;
+}
+
 static void target_close(target *t)
 {
 	if (t->pidfd >= 0)
@@ -355,6 +479,7 @@ static void target_close(target *t)
 		close(t->statfd);
 	if (t->schedfd >= 0)
 		close(t->schedfd);
+	cnt_close(t);
 }
 
 void mmk_prof_sampler_destroy(mmk_prof_sampler *s)
@@ -416,7 +541,8 @@ int mmk_prof_sampler_add(mmk_prof_sampler *s, pid_t pid, int pidfd, unsigned fla
 		if (pidfd < 0)
 			return errno == EINVAL ? -ESRCH : -errno;
 	}
-	target t = { .pid = pid, .pidfd = pidfd, .statfd = -1, .schedfd = -1, .perffd = -1, .flags = flags };
+	target t = { .pid = pid, .pidfd = pidfd, .statfd = -1, .schedfd = -1, .perffd = -1, .flags = flags,
+		     .cfd = { -1, -1, -1 } };
 	char path[64];
 	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
 	t.statfd = open(path, O_RDONLY | O_CLOEXEC);
@@ -432,6 +558,7 @@ int mmk_prof_sampler_add(mmk_prof_sampler *s, pid_t pid, int pidfd, unsigned fla
 		 * kernel's context-switch hooks live-patches __schedule) */
 		t.perf_ok = !(flags & (MMK_PROF_ADD_NO_PERF | MMK_PROF_ADD_CHILDREN)) &&
 			    !getenv("MMK_PROF_NO_PERF");
+		t.cnt_ok = t.perf_ok;
 	}
 	/* The pidfd still names a live (or zombie) process, so the /proc files
 	 * just opened belong to it and not to a successor with the same PID. */
@@ -451,6 +578,10 @@ int mmk_prof_sampler_add(mmk_prof_sampler *s, pid_t pid, int pidfd, unsigned fla
 	uint64_t now = mmk_prof_now_ns();
 	if (t.perf_ok && t.last.nthreads == 1 && now >= s->perf_block_ns)
 		perf_open_target(s, &t, now);
+	if (t.cnt_ok && t.last.nthreads == 1)
+		cnt_open(s, &t);
+	uint64_t cpu0 = t.last.utime_ns + t.last.stime_ns;
+	t.fu_ppm = cpu0 ? (uint32_t)((unsigned __int128)t.last.utime_ns * 1000000u / cpu0) : 500000u;
 	if (!(flags & MMK_PROF_ADD_ABSOLUTE))
 		t.base = t.last;
 	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = (uint64_t)pid };
@@ -509,11 +640,6 @@ int mmk_prof_sampler_list(const mmk_prof_sampler *s, pid_t *pids, size_t max)
 	return (int)s->n;
 }
 
-static uint64_t sub0(uint64_t a, uint64_t b)
-{
-	return a > b ? a - b : 0;
-}
-
 /* The record of a target that did not run since its last full read: same
  * counters, nothing used over the interval. */
 static void carry(mmk_prof_sampler *s, target *t, uint64_t tick, uint64_t now)
@@ -528,6 +654,56 @@ static void carry(mmk_prof_sampler *s, target *t, uint64_t tick, uint64_t now)
 #define CARRY_MAX_NS 1000000000ull       /* schedstat rule: a full read at least this often */
 #define PERF_CARRY_MAX_NS 10000000000ull  /* switch-record rule: the same, as a safety net */
 #define SCHED_TICK_NS 4000000ull   /* one scheduler tick at HZ=250 */
+
+/* A sample from the counter group alone (see cnt_sample): true when done,
+ * false when a full read must follow (not possible, the group failed, or
+ * the target fell asleep after estimates: one full read then makes its
+ * record exact, faults the group does not see included, for as long as it
+ * sleeps). */
+static bool by_counters(mmk_prof_sampler *s, target *t, bool force, uint64_t now, uint64_t tick)
+{
+	if (t->cfd[0] < 0 || now - t->full_t_ns >= t->cnt_every_ns || force || t->last.state == 'Z' || t->rec.kind == MMK_PROF_EXIT ||
+	    (!t->cnt_threads && t->last.nthreads != 1))
+		return false;
+	/* Arming rule 1 from here needs the head before the counter read,
+	 * and that no thread ran since the last full read (so no thread
+	 * the leader's records cannot see was created): every sample since
+	 * found the group unchanged, and so did that full read around its
+	 * stat read. */
+	uint64_t head = 0;
+	int last = PERF_LAST_UNREAD;
+	bool arm = t->pm && t->last.nthreads == 1 && !t->off_known && !t->est && t->cnt_quiet;
+	if (arm)
+		head = perf_head(t, &last);
+	uint64_t v[NCNT];
+	uint64_t at = mmk_prof_now_ns();
+	int err = mmk__perf_read_counters(t->cfd[0], v, NCNT);
+	if (err < 0) {
+		cnt_close(t);
+		t->cnt_ok = false;
+		return false;
+	}
+	if (memcmp(v, t->c_last, sizeof v)) {
+		cnt_sample(s, t, v, tick, at);
+		s->cnt.cnt_sample++;
+		return true;
+	}
+	if (t->est)
+		return false;
+	/* no thread used CPU time since the last sample */
+	carry(s, t, tick, at);
+	s->cnt.cnt_carry++;
+	if (arm && (last == PERF_LAST_NONE || last == PERF_LAST_OUT)) {
+		t->off_known = true;
+		t->off_weak = false;
+		t->off_head = head;
+	}
+	/* idle again after losing its buffer: watch it again (as the
+	 * schedstat rule does) */
+	if (!t->pm && t->perf_ok && at >= t->rearm_ns && at >= s->perf_block_ns)
+		perf_open_target(s, t, at);
+	return true;
+}
 
 /* Read one target; fill t->rec.  Returns 0, or 1 when the target is gone
  * (rec then holds its final values and kind EXIT).  `now` is the tick's
@@ -558,14 +734,22 @@ static int sample_one(mmk_prof_sampler *s, target *t, uint64_t tick, uint64_t no
 			t->rate_t_ns = now;
 		}
 	}
-	if (t->pm && single) {
-		head = perf_head(t, &last);
-		if (t->off_known && head == t->off_head &&
+	/* rule 1: the head alone (one cache line) */
+	if (t->pm && single && t->off_known) {
+		if (__atomic_load_n(&t->pm->data_head, __ATOMIC_ACQUIRE) == t->off_head &&
 		    now - t->full_t_ns < (t->off_weak ? CARRY_MAX_NS : PERF_CARRY_MAX_NS)) {
 			carry(s, t, tick, now);
 			s->cnt.perf_carry++;
 			return 0;
 		}
+		t->off_known = false; /* it ran since, or the safety net is due */
+	}
+	/* counter group: one read says whether it ran, and what it used */
+	if (by_counters(s, t, force, now, tick))
+		return 0;
+	/* what the last record says, for rule 2 and for a full read */
+	if (t->pm && single) {
+		head = perf_head(t, &last);
 		if (last == PERF_LAST_EXIT) {
 			/* the watched thread is gone while the process lives on
 			 * (a thread other than the leader called execve): watch
@@ -578,7 +762,7 @@ static int sample_one(mmk_prof_sampler *s, target *t, uint64_t tick, uint64_t no
 		}
 	}
 	uint64_t run = 0, pc = 0;
-	bool have_sched = t->schedfd >= 0 && mmk__schedstat_read(t->schedfd, &run, &pc) == 0;
+	bool have_sched = t->cfd[0] < 0 && t->schedfd >= 0 && mmk__schedstat_read(t->schedfd, &run, &pc) == 0;
 	if (last != PERF_LAST_OUT && single && have_sched && t->last.run_ns && run == t->last.run_ns && pc == t->last.pcount &&
 	    now - t->last_t_ns >= SCHED_TICK_NS && fresh) {
 		carry(s, t, tick, now);
@@ -599,6 +783,10 @@ static int sample_one(mmk_prof_sampler *s, target *t, uint64_t tick, uint64_t no
 	}
 	s->cnt.full++;
 	now = mmk_prof_now_ns();
+	/* the counter group just before and just after the stat read (see
+	 * cnt_sample) */
+	uint64_t v0[NCNT], v[NCNT];
+	bool have_cnt = t->cfd[0] >= 0 && !force && mmk__perf_read_counters(t->cfd[0], v0, NCNT) == 0;
 	int err = mmk__procstat_read(t->statfd, &ps);
 	if (err < 0) { /* reaped: the last values are final */
 		t->rec.kind = MMK_PROF_EXIT;
@@ -617,6 +805,14 @@ static int sample_one(mmk_prof_sampler *s, target *t, uint64_t tick, uint64_t no
 		ps.run_ns = run;
 		ps.pcount = pc;
 	}
+	if (t->cfd[0] >= 0 && !gone) {
+		have_cnt = have_cnt && mmk__perf_read_counters(t->cfd[0], v, NCNT) == 0;
+		if (!have_cnt || (ps.nthreads != 1 && !t->cnt_threads)) {
+			cnt_close(t); /* threads the group does not see */
+			t->cnt_ok = false;
+		}
+	}
+	have_cnt = have_cnt && !gone;
 	bool ch = t->flags & MMK_PROF_ADD_CHILDREN;
 	mmk_prof_record r = { .tick = tick, .t_ns = now - s->o.start_ns, .pid = t->pid,
 			      .kind = gone ? MMK_PROF_EXIT : MMK_PROF_SAMPLE,
@@ -625,12 +821,23 @@ static int sample_one(mmk_prof_sampler *s, target *t, uint64_t tick, uint64_t no
 	r.majflt = sub0(ps.majflt + (ch ? ps.cmajflt : 0), t->base.majflt + (ch ? t->base.cmajflt : 0));
 	r.utime_ns = sub0(ps.utime_ns + (ch ? ps.cutime_ns : 0), t->base.utime_ns + (ch ? t->base.cutime_ns : 0));
 	r.stime_ns = sub0(ps.stime_ns + (ch ? ps.cstime_ns : 0), t->base.stime_ns + (ch ? t->base.cstime_ns : 0));
+	if (!force && !gone) {
+		/* the counter group's CPU split since the last full read may
+		 * have run ahead: cumulative values never go back, except in
+		 * the final record, which holds the kernel's exact values */
+		r.minflt = max64(r.minflt, t->rec.minflt);
+		r.majflt = max64(r.majflt, t->rec.majflt);
+		r.utime_ns = max64(r.utime_ns, t->rec.utime_ns);
+		r.stime_ns = max64(r.stime_ns, t->rec.stime_ns);
+	}
 	uint64_t dmin = sub0(r.minflt, t->rec.minflt), dmaj = sub0(r.majflt, t->rec.majflt);
 	r.d_minflt = dmin > UINT32_MAX ? UINT32_MAX : (uint32_t)dmin;
 	r.d_majflt = dmaj > UINT32_MAX ? UINT32_MAX : (uint32_t)dmaj;
 	/* CPU used over the interval: own threads only (children have rows). */
 	uint64_t dcpu;
-	if (ps.run_ns && t->last.run_ns && ps.nthreads == 1 && t->last.nthreads == 1)
+	if (have_cnt)
+		dcpu = sub0(v[CNT_TC], t->c_last[CNT_TC]);
+	else if (ps.run_ns && t->last.run_ns && ps.nthreads == 1 && t->last.nthreads == 1)
 		dcpu = sub0(ps.run_ns, t->last.run_ns);
 	else
 		dcpu = sub0(ps.utime_ns + ps.stime_ns, t->last.utime_ns + t->last.stime_ns);
@@ -638,9 +845,24 @@ static int sample_one(mmk_prof_sampler *s, target *t, uint64_t tick, uint64_t no
 	r.d_cpu_us = (uint32_t)((dcpu / 1000) > UINT32_MAX ? UINT32_MAX : dcpu / 1000);
 	double u = dt ? (double)dcpu / (double)dt : 0;
 	r.util_ppm = (uint32_t)(u * 1e6 > 4e9 ? 4e9 : u * 1e6 + 0.5);
+	uint64_t du = sub0(ps.utime_ns, t->last.utime_ns), ds = sub0(ps.stime_ns, t->last.stime_ns);
+	if (du + ds)
+		t->fu_ppm = (uint32_t)((unsigned __int128)du * 1000000u / (du + ds));
+	if (have_cnt) {
+		/* faults the group missed since the last full read (kernel
+		 * mode, GUP): none, and full reads can grow rarer */
+		bool missed = ps.minflt > t->last.minflt + sub0(v0[CNT_MIN], t->c_full[CNT_MIN]) ||
+			      ps.majflt > t->last.majflt + sub0(v0[CNT_MAJ], t->c_full[CNT_MAJ]);
+		t->cnt_every_ns = missed ? CNT_FULL_MIN_NS
+					 : t->cnt_every_ns * 2 > CNT_FULL_MAX_NS ? CNT_FULL_MAX_NS : t->cnt_every_ns * 2;
+		t->cnt_quiet = !memcmp(v0, v, sizeof v);
+		memcpy(t->c_full, v0, sizeof v0);
+		memcpy(t->c_last, v, sizeof v);
+	}
 	t->last = ps;
 	t->last_t_ns = t->full_t_ns = now;
 	t->rec = r;
+	t->est = false;
 	if (t->pm) {
 		if (ps.nthreads != 1) {
 			/* the leader's records no longer cover the process, and
@@ -691,10 +913,23 @@ int mmk_prof_sampler_tick(mmk_prof_sampler *s, uint64_t tick)
 {
 	if (!s)
 		return -EINVAL;
-	int n = 0;
+	/* exits first (one epoll_wait): the counter group of a process that
+	 * exited reads its frozen values like that of one asleep */
+	int n = mmk_prof_sampler_reap(s, tick);
+	if (n < 0)
+		n = 0;
 	uint64_t now = mmk_prof_now_ns();
 	for (size_t i = 0; i < s->n; i++) {
 		target *t = &s->t[i];
+		/* a sample is mostly cache misses after a period of other
+		 * processes running: start the next targets' early */
+		if (i + 2 < s->n) {
+			const char *p = (const char *)&s->t[i + 2];
+			for (size_t off = 0; off < sizeof *t; off += 64)
+				__builtin_prefetch(p + off);
+		}
+		if (i + 1 < s->n && s->t[i + 1].pm)
+			__builtin_prefetch(&s->t[i + 1].pm->data_head);
 		int gone = sample_one(s, t, tick, now);
 		emit(s, &t->rec);
 		n++;
@@ -738,8 +973,11 @@ void mmk__prof_sampler_counts(const mmk_prof_sampler *s, mmk__prof_counts *c)
 {
 	*c = s->cnt;
 	c->perf_targets = 0;
-	for (size_t i = 0; i < s->n; i++)
+	c->cnt_targets = 0;
+	for (size_t i = 0; i < s->n; i++) {
 		c->perf_targets += s->t[i].pm != NULL;
+		c->cnt_targets += s->t[i].cfd[0] >= 0;
+	}
 }
 
 int mmk_prof_sampler_exit_fd(const mmk_prof_sampler *s)

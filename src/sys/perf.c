@@ -3,8 +3,9 @@
  * (PERF_COUNT_SW_*) that counts user-mode activity only, so it opens
  * unprivileged up to perf_event_paranoid 2.
  *
- * Invariants: the descriptor is close-on-exec; the event follows one thread
- * (not inherited) on any CPU; nothing is cached here.
+ * Invariants: descriptors are close-on-exec; an event follows one thread on
+ * any CPU (a counter group may also follow the threads it creates, never its
+ * child processes); nothing is cached here.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -33,4 +34,60 @@ int mmk__perf_open_sw(uint64_t config, pid_t tid, unsigned flags)
 	}
 	int fd = (int)syscall(SYS_perf_event_open, &a, tid, -1, -1, PERF_FLAG_FD_CLOEXEC);
 	return fd < 0 ? -errno : fd;
+}
+
+int mmk__perf_open_counters(pid_t tid, const uint64_t *configs, int n, int *fds, unsigned flags)
+{
+	if (n < 1 || n > MMK__PERF_MAX_COUNTERS)
+		return -EINVAL;
+	for (int i = 0; i < n; i++)
+		fds[i] = -1;
+	for (int i = 0; i < n; i++) {
+		struct perf_event_attr a;
+		memset(&a, 0, sizeof a);
+		a.size = sizeof a;
+		a.type = PERF_TYPE_SOFTWARE;
+		a.config = configs[i];
+		a.exclude_kernel = 1;
+		a.exclude_hv = 1;
+		a.read_format = PERF_FORMAT_GROUP;
+		if (flags & MMK__PERF_THREADS) {
+			/* Linux 5.13: threads created later (not processes)
+			 * get a copy; reading the group adds theirs in */
+			a.inherit = 1;
+			a.inherit_thread = 1;
+		}
+		int fd = (int)syscall(SYS_perf_event_open, &a, tid, -1, i ? fds[0] : -1, PERF_FLAG_FD_CLOEXEC);
+		if (fd < 0) {
+			int err = -errno;
+			mmk__perf_close_counters(fds, n);
+			return err;
+		}
+		fds[i] = fd;
+	}
+	return 0;
+}
+
+int mmk__perf_read_counters(int leader, uint64_t *vals, int n)
+{
+	uint64_t buf[1 + MMK__PERF_MAX_COUNTERS];
+	if (n < 1 || n > MMK__PERF_MAX_COUNTERS)
+		return -EINVAL;
+	ssize_t r = read(leader, buf, sizeof buf);
+	if (r < 0)
+		return -errno;
+	/* a group whose thread exited reads 0 bytes */
+	if ((size_t)r < (size_t)(1 + n) * sizeof *buf || buf[0] != (uint64_t)n)
+		return -ESRCH;
+	memcpy(vals, buf + 1, (size_t)n * sizeof *vals);
+	return 0;
+}
+
+void mmk__perf_close_counters(int *fds, int n)
+{
+	for (int i = n - 1; i >= 0; i--) {
+		if (fds[i] >= 0)
+			close(fds[i]);
+		fds[i] = -1;
+	}
 }

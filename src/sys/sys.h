@@ -175,10 +175,25 @@ enum {
 	MMK__PERF_DISABLED = 1u << 0, /* created stopped (a probe) */
 	MMK__PERF_SWITCHES = 1u << 1, /* also write context-switch records, and
 				       * FORK/EXIT records of the thread */
+	MMK__PERF_THREADS = 1u << 2,  /* counters: also every thread the thread
+				       * creates from now on (Linux >= 5.13:
+				       * -EINVAL before) */
 };
 /* A software event (config PERF_COUNT_SW_*) of user-mode activity of thread
  * `tid` (0: the caller), any CPU, close-on-exec: the descriptor, or -errno. */
 MMK_HIDDEN int mmk__perf_open_sw(uint64_t config, pid_t tid, unsigned flags);
+
+/* A group of n <= MMK__PERF_MAX_COUNTERS counting software events (configs
+ * PERF_COUNT_SW_*) of user-mode activity of thread `tid` (flags: 0 or
+ * MMK__PERF_THREADS), read together in one system call: fds[0] is the
+ * leader.  Returns 0 with every fds[i] set, or -errno with none open. */
+#define MMK__PERF_MAX_COUNTERS 4
+MMK_HIDDEN int mmk__perf_open_counters(pid_t tid, const uint64_t *configs, int n, int *fds, unsigned flags);
+/* The n values of the group led by `leader`, in the order they were
+ * opened: 0, -ESRCH when the thread has exited (the kernel reads 0 bytes
+ * then), or -errno. */
+MMK_HIDDEN int mmk__perf_read_counters(int leader, uint64_t *vals, int n);
+MMK_HIDDEN void mmk__perf_close_counters(int *fds, int n); /* closes those >= 0, sets -1 */
 
 /* ---- misc ------------------------------------------------------------------- */
 MMK_HIDDEN int mmk__read_file(const char *path, char *buf, size_t len); /* NUL-terminated, returns bytes */

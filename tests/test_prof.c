@@ -599,7 +599,8 @@ static uint64_t stat_minflt(pid_t pid)
  * (the target ran since the last sample) may lack the faults the group
  * cannot see, taken in kernel mode (a clone's writes to the new thread's
  * stack, copy-on-write faults of write()...): a few, until the next full
- * read; the next sample of a sleeping target is exact again. */
+ * read, while every command of these tests faults 1000 times; the next
+ * sample of a sleeping target is exact again. */
 static mmk_prof_record check_tick(mmk_prof_sampler *s, pid_t pid, uint64_t *tick)
 {
 	usleep(15000);
@@ -613,8 +614,12 @@ static mmk_prof_record check_tick(mmk_prof_sampler *s, pid_t pid, uint64_t *tick
 	mmk_prof_record r;
 	assert_int_equal(mmk_prof_sampler_last(s, pid, &r), 0);
 	assert_true(r.minflt >= prev.minflt);
-	if (k1.cnt_sample > k0.cnt_sample)
-		assert_true(r.minflt + 16 >= before);
+	if (r.minflt < before)
+		fprintf(stderr, "# tick %llu: record %llu, /proc before the tick %llu (%s)\n", (unsigned long long)*tick,
+			(unsigned long long)r.minflt, (unsigned long long)before,
+			k1.cnt_sample > k0.cnt_sample ? "counter group estimate" : "full read or carried over");
+	if (k1.cnt_sample > k0.cnt_sample) /* ~20 for a thread's creation under ASan */
+		assert_true(r.minflt + 64 >= before);
 	else
 		assert_true(r.minflt >= before);
 	return r;

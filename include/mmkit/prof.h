@@ -26,6 +26,20 @@
  *    where perf is not available, after one schedstat read (0.5 us instead
  *    of 1-4 us: run time and switch count unchanged over at least 4 ms, one
  *    scheduler tick at HZ=250; a full read at least once a second).
+ *    A target that ran since the last sample is read through a perf counter
+ *    group on it (task clock, minor and major faults; it also counts the
+ *    threads the process creates later, on Linux >= 5.13), one read instead
+ *    of the ~3 us stat read, for processes registered single-threaded.  The
+ *    group does not see faults taken in kernel mode (a read() into a page
+ *    not touched yet, copy-on-write by the kernel) or on the process's
+ *    behalf by others (get_user_pages), nor the user/system split of CPU
+ *    time: such samples add what the group counted since the last full
+ *    stat read to that read's exact values (the CPU time split in the
+ *    last interval's proportion), and full reads complete them: at least
+ *    every 1-8 s (1 s once one finds faults the group missed), at the first
+ *    sample that finds the process asleep again, and at exit, so a sleeping
+ *    process's record and the final one are exact.  Cumulative values never
+ *    decrease, except that the final record takes the kernel's values.
  *  - the timer (mmk_prof_timer_*): an absolute, drift-free schedule on a
  *    CLOCK_MONOTONIC timerfd; reports each wake-up's lateness (jitter) and
  *    skipped periods.
@@ -142,11 +156,12 @@ enum {
 	MMK_PROF_ADD_STAT_ONLY = 1u << 2, /* read only /proc/PID/stat: no schedstat,
 	                                   * so no idle shortcut (below) and
 	                                   * utilisation at clock-tick resolution */
-	MMK_PROF_ADD_NO_PERF = 1u << 3,   /* no switch-record watch (perf event): the
-	                                   * idle shortcut then costs one schedstat
-	                                   * read per sample; MMK_PROF_NO_PERF set in
-	                                   * the environment does the same for
-	                                   * every target */
+	MMK_PROF_ADD_NO_PERF = 1u << 3,   /* no perf events (switch-record watch,
+	                                   * counter group): the idle shortcut then
+	                                   * costs one schedstat read per sample and
+	                                   * a running target a full stat read;
+	                                   * MMK_PROF_NO_PERF set in the environment
+	                                   * does the same for every target */
 };
 
 MMK_API int mmk_prof_sampler_create(mmk_prof_sampler **s, const mmk_prof_sampler_opts *opts);

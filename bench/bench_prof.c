@@ -47,6 +47,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -318,6 +319,43 @@ static void bench_sources(void)
 }
 
 /* ---- 2. overhead --------------------------------------------------------------------- */
+/* The floor for running processes: a child that wakes on an absolute
+ * timerfd schedule and reads one perf counter group (minor, major,
+ * task-clock) per process, nothing else: what any design reading a
+ * per-process counter each period pays here at least. */
+static pid_t floor_reader(const pid_t *v, int n, double rate)
+{
+	pid_t c = fork();
+	if (c != 0)
+		return c;
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	int *g = calloc((size_t)n, sizeof *g);
+	for (int i = 0; i < n; i++) {
+		struct perf_event_attr a = { .type = PERF_TYPE_SOFTWARE, .size = sizeof a,
+					     .config = PERF_COUNT_SW_PAGE_FAULTS_MIN, .exclude_kernel = 1,
+					     .read_format = PERF_FORMAT_GROUP };
+		g[i] = (int)perf_open(&a, v[i], -1);
+		if (g[i] < 0)
+			_exit(1);
+		a.config = PERF_COUNT_SW_PAGE_FAULTS_MAJ;
+		perf_open(&a, v[i], g[i]);
+		a.config = PERF_COUNT_SW_TASK_CLOCK;
+		perf_open(&a, v[i], g[i]);
+	}
+	int tfd = timerfd_create(CLOCK_MONOTONIC, 0);
+	long ns = (long)(1e9 / rate);
+	struct itimerspec its = { { ns / 1000000000L, ns % 1000000000L }, { ns / 1000000000L, ns % 1000000000L } };
+	timerfd_settime(tfd, 0, &its, NULL);
+	for (;;) {
+		uint64_t x, vals[4];
+		if (read(tfd, &x, sizeof x) < 0)
+			_exit(1);
+		for (int i = 0; i < n; i++)
+			if (read(g[i], vals, sizeof vals) < 0)
+				_exit(1);
+	}
+}
+
 /* n processes of which n_active run every 5 ms: mmkit's daemon at 20 and
  * 100 Hz (and, for the idle set, again with --no-perf: the schedstat-only
  * shortcut), perf stat -I at the same intervals, pidstat at 1 Hz (idle set
@@ -376,6 +414,18 @@ static void bench_overhead(int n, int n_active, const char *what)
 		ps = overhead_pct(p, reps, w);
 		stop(p);
 	}
+	double fl[2] = { -1, -1 };
+	if (!idle) {
+		for (int k = 0; k < 2; k++) {
+			fprintf(stderr, "bench_prof: overhead floor, one group read per process x %.0f Hz\n", rates[k]);
+			pid_t f = floor_reader(sl, n, rates[k]);
+			usleep(300000);
+			if (waitpid(f, NULL, WNOHANG) == 0)
+				fl[k] = overhead_pct(f, reps, win);
+			kill(f, SIGKILL);
+			waitpid(f, NULL, 0);
+		}
+	}
 	if (idle) {
 		/* control: the same daemon with nothing to sample, i.e. the cost
 		 * of waking up at that rate on this machine right now */
@@ -404,6 +454,11 @@ static void bench_overhead(int n, int n_active, const char *what)
 			       "CPU,,\n",
 			       rates[k], empty[k]);
 		printf("overhead_pct_one_cpu,%d %s procs x 1 Hz (pidstat),,%.4f,,%% of one CPU,,\n", n, what, ps);
+	} else {
+		for (int k = 0; k < 2; k++)
+			printf("overhead_pct_one_cpu,floor: %d %s procs x %.0f Hz (timerfd wake-up + one perf group read "
+			       "per process; nothing else),%.4f,,,%% of one CPU,%s,\n",
+			       n, what, rates[k], fl[k], tgt[k]);
 	}
 	/* per process-sample cost: CPU s / (procs x rate) */
 	for (int k = 0; k < 2; k++)

@@ -542,6 +542,23 @@ static void *serve(void *arg)
 				_exit(5);
 		} else if (c == 'x') {
 			_exit(0);
+		} else if (c == 'D') {
+			/* user-mode faults until a CLOCK_MONOTONIC deadline (8
+			 * bytes of ns follow), then straight back to read():
+			 * no answer, nothing run after it */
+			uint64_t dl;
+			struct timespec b;
+			if (read(dc.fd, &dl, sizeof dl) != sizeof dl)
+				_exit(4);
+			for (size_t i = 0;; i++) {
+				if (i % 64 == 0)
+					madvise(dc.m, 64 * 4096, MADV_DONTNEED);
+				dc.m[i % 64 * 4096] = 1;
+				clock_gettime(CLOCK_MONOTONIC, &b);
+				if ((uint64_t)b.tv_sec * 1000000000ull + (uint64_t)b.tv_nsec >= dl)
+					break;
+			}
+			continue;
 		}
 		if (write(dc.fd, &c, 1) != 1)
 			_exit(4);
@@ -713,6 +730,95 @@ static void test_sampler_counter_group(void **state)
 	assert_int_equal(fin.minflt, (uint64_t)ru.ru_minflt);
 	assert_int_equal(fin.majflt, (uint64_t)ru.ru_majflt);
 	mmk_prof_sampler_destroy(s);
+}
+
+/* Registration and the counter group: a target that faults while it is
+ * registered and stops before the group is opened must not have its
+ * registration values carried over (the group "unchanged" since it was
+ * opened says nothing about the faults between the registration's stat
+ * read and the open).  The child faults until a deadline swept across the
+ * registration, then sleeps; 15 ms later a tick must not report fewer
+ * faults than /proc had before it: never for a carry, and for an estimate
+ * not fewer user-mode faults (the child takes no kernel-mode ones here). */
+static void test_sampler_counter_registration(void **state)
+{
+	(void)state;
+	mmk_prof_sampler *s;
+	assert_int_equal(mmk_prof_sampler_create(&s, NULL), 0);
+	int sock;
+	pid_t a = driven_child(&sock);
+	command(sock, 't');
+	assert_int_equal(mmk_prof_sampler_add(s, a, -1, MMK_PROF_ADD_ABSOLUTE), 0);
+	mmk__prof_counts k0, k1;
+	mmk__prof_sampler_counts(s, &k0);
+	assert_int_equal(mmk_prof_sampler_remove(s, a), 0);
+	if (k0.cnt_targets != 1) {
+		mmk_prof_sampler_destroy(s);
+		command(sock, 'x');
+		close(sock);
+		waitpid(a, NULL, 0);
+		MMK_SKIP("no perf counter group (perf_event_open of software counters failed, or MMK_PROF_NO_PERF set)");
+	}
+	/* the child on one CPU, this thread on another: the child faults
+	 * while the registration runs */
+	cpu_set_t self0, one;
+	assert_int_equal(sched_getaffinity(0, sizeof self0, &self0), 0);
+	bool pinned = CPU_COUNT(&self0) >= 2;
+	if (pinned) {
+		int cpus[2], k = 0;
+		for (int i = 0; i < CPU_SETSIZE && k < 2; i++)
+			if (CPU_ISSET(i, &self0))
+				cpus[k++] = i;
+		CPU_ZERO(&one);
+		CPU_SET(cpus[1], &one);
+		assert_int_equal(sched_setaffinity(a, sizeof one, &one), 0);
+		CPU_ZERO(&one);
+		CPU_SET(cpus[0], &one);
+		assert_int_equal(sched_setaffinity(0, sizeof one, &one), 0);
+	}
+	int stale_carry = 0, short_est = 0, carries = 0, ests = 0;
+	uint64_t worst = 0;
+	for (int trial = 0; trial < 60; trial++) {
+		uint64_t start = mmk_prof_now_ns() + 2000000ull;
+		uint64_t dl = start + (uint64_t)(trial % 30) * 10000ull; /* 0-290 us into the registration */
+		char c = 'D';
+		assert_int_equal(write(sock, &c, 1), 1);
+		assert_int_equal(write(sock, &dl, sizeof dl), (ssize_t)sizeof dl);
+		while (mmk_prof_now_ns() < start)
+			;
+		assert_int_equal(mmk_prof_sampler_add(s, a, -1, MMK_PROF_ADD_ABSOLUTE), 0);
+		usleep(15000);
+		uint64_t before = stat_minflt(a);
+		mmk__prof_sampler_counts(s, &k0);
+		assert_true(mmk_prof_sampler_tick(s, (uint64_t)trial + 1) >= 1);
+		mmk__prof_sampler_counts(s, &k1);
+		mmk_prof_record r;
+		assert_int_equal(mmk_prof_sampler_last(s, a, &r), 0);
+		bool carry = k1.cnt_carry + k1.perf_carry > k0.cnt_carry + k0.perf_carry;
+		bool est = k1.cnt_sample > k0.cnt_sample;
+		carries += carry;
+		ests += est;
+		if (r.minflt < before) {
+			if (before - r.minflt > worst)
+				worst = before - r.minflt;
+			fprintf(stderr, "# deadline +%llu us: %s %llu faults behind /proc\n",
+				(unsigned long long)(dl - start) / 1000, carry ? "carried over" : est ? "estimate" : "full read",
+				(unsigned long long)(before - r.minflt));
+			stale_carry += carry;
+			short_est += est;
+		}
+		assert_int_equal(mmk_prof_sampler_remove(s, a), 0);
+	}
+	fprintf(stderr, "# %d carries, %d estimates; %d stale carries, %d short estimates (worst %llu faults)\n", carries,
+		ests, stale_carry, short_est, (unsigned long long)worst);
+	if (pinned)
+		assert_int_equal(sched_setaffinity(0, sizeof self0, &self0), 0);
+	mmk_prof_sampler_destroy(s);
+	command(sock, 'x');
+	close(sock);
+	waitpid(a, NULL, 0);
+	assert_int_equal(stale_carry, 0);
+	assert_int_equal(short_est, 0);
 }
 
 static void test_sampler_idle_shortcuts(void **state)
@@ -1300,6 +1406,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_sampler_pid_reuse),
 		cmocka_unit_test(test_sampler_idle_shortcuts),
 		cmocka_unit_test(test_sampler_counter_group),
+		cmocka_unit_test(test_sampler_counter_registration),
 		cmocka_unit_test(test_sampler_perf_allowance),
 		cmocka_unit_test(test_timer_no_drift),
 		cmocka_unit_test(test_daemon_control),

@@ -75,6 +75,7 @@
 #include <string.h>
 #include <linux/perf_event.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -414,6 +415,12 @@ static void cnt_open(mmk_prof_sampler *s, target *t)
 		t->cnt_threads = false;
 		err = mmk__perf_open_counters(t->pid, cnt_configs, NCNT, t->cfd, 0);
 	}
+	/* siblings that join a group already counting on a running target
+	 * count only from its next context switch (measured on 6.18: its
+	 * faults for up to a scheduler tick, while the task clock counts):
+	 * schedule the whole group in again */
+	if (err == 0 && (ioctl(t->cfd[0], PERF_EVENT_IOC_DISABLE, 0) < 0 || ioctl(t->cfd[0], PERF_EVENT_IOC_ENABLE, 0) < 0))
+		err = -errno;
 	if (err == 0 && mmk__perf_read_counters(t->cfd[0], t->c_last, NCNT) < 0)
 		err = -ESRCH;
 	/* a thread created between the caller's stat read and the open
@@ -430,6 +437,12 @@ static void cnt_open(mmk_prof_sampler *s, target *t)
 		s->cnt.cnt_failed++;
 		return;
 	}
+	/* the registration's values are this stat read's, which follows the
+	 * group's first read (the caller's earlier one would leave what the
+	 * target did until the open in neither) */
+	ps.run_ns = t->last.run_ns;
+	ps.pcount = t->last.pcount;
+	t->last = ps;
 	memcpy(t->c_full, t->c_last, sizeof t->c_full);
 	t->cnt_every_ns = CNT_FULL_MIN_NS;
 }
@@ -688,7 +701,11 @@ static bool by_counters(mmk_prof_sampler *s, target *t, bool force, uint64_t now
 		s->cnt.cnt_sample++;
 		return true;
 	}
-	if (t->est)
+	/* after estimates: a full read (asleep now).  The group moved around
+	 * the last full read's stat read (c_last is the read after it): a
+	 * full read too, since what the group counted after the stat read is
+	 * in neither that record nor any later "unchanged" */
+	if (t->est || !t->cnt_quiet)
 		return false;
 	/* no thread used CPU time since the last sample */
 	carry(s, t, tick, at);

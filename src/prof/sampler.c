@@ -867,9 +867,11 @@ static int sample_one(mmk_prof_sampler *s, target *t, uint64_t tick, uint64_t no
 		t->fu_ppm = (uint32_t)((unsigned __int128)du * 1000000u / (du + ds));
 	if (have_cnt) {
 		/* faults the group missed since the last full read (kernel
-		 * mode, GUP): none, and full reads can grow rarer */
+		 * mode, GUP): none, and full reads can grow rarer.  Not for a
+		 * group of the leader alone (before Linux 5.13): only a full
+		 * read finds a thread it created since the last one */
 		bool missed = ps.minflt > t->last.minflt + sub0(v0[CNT_MIN], t->c_full[CNT_MIN]) ||
-			      ps.majflt > t->last.majflt + sub0(v0[CNT_MAJ], t->c_full[CNT_MAJ]);
+			      ps.majflt > t->last.majflt + sub0(v0[CNT_MAJ], t->c_full[CNT_MAJ]) || !t->cnt_threads;
 		t->cnt_every_ns = missed ? CNT_FULL_MIN_NS
 					 : t->cnt_every_ns * 2 > CNT_FULL_MAX_NS ? CNT_FULL_MAX_NS : t->cnt_every_ns * 2;
 		t->cnt_quiet = !memcmp(v0, v, sizeof v);

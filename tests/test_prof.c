@@ -821,6 +821,55 @@ static void test_sampler_counter_registration(void **state)
 	assert_int_equal(short_est, 0);
 }
 
+/* A target that lost its switch-record buffer (switching too often) and
+ * then went multi-threaded must not get one back when the counter group
+ * finds it idle: the records cover the leader only, and the rate check
+ * that would drop the buffer again looks at single-threaded targets only. */
+static void test_sampler_counter_no_buffer_threads(void **state)
+{
+	(void)state;
+	mmk_prof_sampler *s;
+	assert_int_equal(mmk_prof_sampler_create(&s, NULL), 0);
+	int sock;
+	pid_t a = driven_child(&sock);
+	command(sock, 't');
+	assert_int_equal(mmk_prof_sampler_add(s, a, -1, MMK_PROF_ADD_ABSOLUTE), 0);
+	mmk__prof_counts k;
+	mmk__prof_sampler_counts(s, &k);
+	if (k.cnt_targets != 1 || k.perf_targets != 1) {
+		mmk_prof_sampler_destroy(s);
+		command(sock, 'x');
+		close(sock);
+		waitpid(a, NULL, 0);
+		MMK_SKIP("no perf counter group or no switch-record buffer");
+	}
+	uint64_t tick = 0;
+	command(sock, 'y');
+	for (int i = 0; i < 4; i++)
+		check_tick(s, a, &tick);
+	mmk__prof_sampler_counts(s, &k);
+	assert_int_equal(k.perf_dropped, 1);
+	assert_int_equal(k.perf_targets, 0);
+	command(sock, 'T');
+	/* 1.5 s: a full read finds two threads; idle from then on (the
+	 * buffer's second, the counter group carrying it over) */
+	int watched = 0, multi = 0;
+	for (int i = 0; i < 100; i++) {
+		mmk_prof_record r = check_tick(s, a, &tick);
+		mmk__prof_sampler_counts(s, &k);
+		multi += r.nthreads == 2;
+		watched += r.nthreads == 2 && k.perf_targets;
+	}
+	fprintf(stderr, "# %d of %d samples of two threads with the leader's switch records watched (%llu opens)\n", watched,
+		multi, (unsigned long long)k.perf_opens);
+	assert_true(multi > 50);
+	assert_int_equal(watched, 0);
+	mmk_prof_sampler_destroy(s);
+	command(sock, 'x');
+	close(sock);
+	waitpid(a, NULL, 0);
+}
+
 static void test_sampler_idle_shortcuts(void **state)
 {
 	(void)state;
@@ -1407,6 +1456,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_sampler_idle_shortcuts),
 		cmocka_unit_test(test_sampler_counter_group),
 		cmocka_unit_test(test_sampler_counter_registration),
+		cmocka_unit_test(test_sampler_counter_no_buffer_threads),
 		cmocka_unit_test(test_sampler_perf_allowance),
 		cmocka_unit_test(test_timer_no_drift),
 		cmocka_unit_test(test_daemon_control),

@@ -716,8 +716,8 @@ static bool by_counters(mmk_prof_sampler *s, target *t, bool force, uint64_t now
 		t->off_head = head;
 	}
 	/* idle again after losing its buffer: watch it again (as the
-	 * schedstat rule does) */
-	if (!t->pm && t->perf_ok && at >= t->rearm_ns && at >= s->perf_block_ns)
+	 * schedstat rule does: single-threaded only) */
+	if (!t->pm && t->perf_ok && t->last.nthreads == 1 && at >= t->rearm_ns && at >= s->perf_block_ns)
 		perf_open_target(s, t, at);
 	return true;
 }

@@ -19,10 +19,12 @@
  * growth), _final that table at the end, _reserved the table created for n
  * pages and filled to n (the one the lookup, churn and remove rows use).
  * Insert/remove rows: building the table in address or random order into
- * a table created empty (expected0: it grows ~1.25x at a time, each entry is
- * moved ~4 times on the way) or sized in advance (reserved); removing every
- * page; and churn: at ~n resident pages, remove a random resident page and
- * insert a random absent one (the steady state of a long-lived table).
+ * a table created empty (expected0: it grows ~1.25x at a time at 85 % load,
+ * each entry is moved ~4.2 times on the way) or sized in advance (reserved:
+ * created for n pages, which mmk_pagetab sizes for 70 % load at n); removing
+ * every page; and churn: at ~n resident pages (the reserved table), remove a
+ * random resident page and insert a random absent one (the steady state of
+ * a long-lived table).
  * Layouts: realistic (a program image, a big heap, 8 mmaps of 0.5..20% of the
  * pages near 0x7f.., a stack, 5% sparse pages, all with small holes) and
  * sparse (uniformly random pages of the 47-bit user space).

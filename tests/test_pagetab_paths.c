@@ -239,7 +239,7 @@ static void test_growth_steps(void **state)
 	mmk_pagetab *pt;
 	assert_int_equal(mmk_pagetab_create(&pt, 0), 0);
 	size_t ps = mmk_pagetab_page_size(pt);
-	size_t n = mmk_test_n(60000, 12000);
+	size_t n = mmk_test_n(200000, 40000); /* past 2 MiB arrays (mmap path) */
 	uintptr_t *keys = calloc(n, sizeof(*keys));
 	unsigned char *gone = calloc(n, 1);
 	assert_true(keys && gone);

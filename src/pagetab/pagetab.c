@@ -572,8 +572,8 @@ int mmk_pagetab_insert(mmk_pagetab *pt, uintptr_t addr, void *rec)
 	WRITER_ENTER(pt);
 	/* Fast path: the home slot is empty (then addr is absent: a probe
 	 * for it would stop there) and no growth is due.  Few instructions
-	 * and one well-predicted branch after the miss, so consecutive
-	 * inserts overlap their cache misses. */
+	 * and one branch after the miss (well predicted while most home
+	 * slots are free), so consecutive inserts overlap their misses. */
 	slot_t *s = &pt->slots[home_of(pt, addr)];
 	int r = 0;
 	/* the lines a probe or a shift goes on to, fetched in parallel with

@@ -30,15 +30,16 @@
  * {key, record}; the key word holds the address plus a dirty flag and the
  * entry's probe displacement in its 12 low bits.  The home slot of a page
  * keeps groups of 16 consecutive pages in 16 consecutive slots, so
- * neighbouring pages share cache lines.  The table grows by ~1.25x when it
- * is 85% full, so it uses at most ~24 bytes per stored page once it holds
- * more than a few hundred pages (16 / 0.68 for the slots, plus < 0.1 byte
- * for the dirty index).  Arrays of 2 MiB or more are mmap()ed and advised
+ * neighbouring pages share cache lines.  A table created or reserved for n
+ * pages is sized for 70% load at n; it grows by ~1.25x when it is 85% full,
+ * so it uses at most ~24 bytes per stored page once it holds more than a
+ * few hundred pages (16 / 0.68 for the slots, plus ~0.2 byte for the dirty
+ * index).  Arrays of 2 MiB or more are mmap()ed and advised
  * MADV_HUGEPAGE.
  *
- * Dirty set: a bitmap with one bit per block of 64 slots ("this block may
+ * Dirty set: a bitmap with one bit per block of 32 slots ("this block may
  * hold dirty entries") and a list of the blocks whose bit is set.  Walking
- * the dirty set scans the listed blocks only: at most 64 slots per dirty
+ * the dirty set scans the listed blocks only: at most 32 slots per dirty
  * page, plus blocks left stale by clear_dirty()/remove(), which the next
  * dirty walk drops (their cost is paid once, by the marks that made them).
  */
@@ -135,7 +136,7 @@ MMK_API bool mmk_pagetab_is_dirty(const mmk_pagetab *pt, uintptr_t addr);
 MMK_API size_t mmk_pagetab_dirty_count(const mmk_pagetab *pt);
 
 /*
- * Clear every dirty mark, in O(dirty pages) (at most 64 slots per dirty page
+ * Clear every dirty mark, in O(dirty pages) (at most 32 slots per dirty page
  * and per stale block).  Not allowed from an iteration callback.
  */
 MMK_API void mmk_pagetab_clear_all_dirty(mmk_pagetab *pt);
@@ -152,7 +153,7 @@ MMK_API int mmk_pagetab_foreach(mmk_pagetab *pt, mmk_pagetab_fn fn, void *arg);
 
 /*
  * Like mmk_pagetab_foreach(), but only the dirty entries, in O(dirty pages)
- * (at most 64 slots scanned per dirty page; blocks left stale by
+ * (at most 32 slots scanned per dirty page; blocks left stale by
  * clear_dirty() or remove() are scanned once more and then dropped).
  * NOT in address order either.  An entry removed with
  * MMK_PAGETAB_REMOVE disappears at once for lookups and counts; its slot is
@@ -179,7 +180,7 @@ typedef struct mmk_pagetab_stats {
 	size_t bytes;        /* == mmk_pagetab_bytes() */
 	size_t max_disp;     /* longest probe displacement, in slots */
 	double mean_disp;    /* mean probe displacement of the entries */
-	size_t dirty_blocks; /* 64-slot blocks listed in the dirty index */
+	size_t dirty_blocks; /* 32-slot blocks listed in the dirty index */
 } mmk_pagetab_stats;
 
 /* Fill *st.  Returns 0 or -EINVAL (pt or st NULL). */

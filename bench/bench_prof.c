@@ -784,7 +784,7 @@ int main(int argc, char **argv)
 	printf("# idle = processes that sleep: the idle shortcut carries their counters over after one memory "
 	       "read of their switch-record buffer (--no-perf: after one schedstat read); active = processes "
 	       "that run every 5 ms: one read of their perf counter group each (--no-perf: a full /proc/PID/stat + "
-	       "schedstat read each), a full read every 1-8 s; mixed (--full) = 10 %% active, the rest asleep\n");
+	       "schedstat read each), a full read every 1-2 s; mixed (--full) = 10 %% active, the rest asleep\n");
 	bench_jitter();
 	bench_accuracy(self);
 	bench_torn();

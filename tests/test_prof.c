@@ -535,6 +535,26 @@ static void *serve(void *arg)
 			}
 			close(pp[0]);
 			close(pp[1]);
+		} else if (c == 'R') {
+			/* 300 ms of faults taken in kernel mode (read() into
+			 * pages dropped again every 64 reads) */
+			int pp[2];
+			char *m2 = mmap(NULL, 64 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+			if (m2 == MAP_FAILED || pipe(pp) != 0)
+				_exit(5);
+			struct timespec a, b;
+			clock_gettime(CLOCK_MONOTONIC, &a);
+			size_t i = 0;
+			do {
+				if (i % 64 == 0)
+					madvise(m2, 64 * 4096, MADV_DONTNEED);
+				if (write(pp[1], "r", 1) != 1 || read(pp[0], m2 + i++ % 64 * 4096, 1) != 1)
+					_exit(5);
+				clock_gettime(CLOCK_MONOTONIC, &b);
+			} while ((b.tv_sec - a.tv_sec) * 1000000000L + (b.tv_nsec - a.tv_nsec) < 300000000L);
+			munmap(m2, 64 * 4096);
+			close(pp[0]);
+			close(pp[1]);
 		} else if (c == 'P') {
 			/* a thread touches 1000 pages and ends */
 			pthread_t th;
@@ -591,22 +611,27 @@ static pid_t driven_child(int *sock)
 static void command(int sock, char c)
 {
 	assert_int_equal(write(sock, &c, 1), 1);
-	if (c != 's' && c != 'x' && c != 'L') {
+	if (c != 's' && c != 'x' && c != 'L' && c != 'R') {
 		char r;
 		assert_int_equal(read(sock, &r, 1), 1);
 		assert_int_equal(r, c);
 	}
 }
 
-static uint64_t stat_minflt(pid_t pid)
+static void stat_read(pid_t pid, mmk__procstat *ps)
 {
 	char path[64];
 	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	assert_true(fd >= 0);
-	mmk__procstat ps;
-	assert_int_equal(mmk__procstat_read(fd, &ps), 0);
+	assert_int_equal(mmk__procstat_read(fd, ps), 0);
 	close(fd);
+}
+
+static uint64_t stat_minflt(pid_t pid)
+{
+	mmk__procstat ps;
+	stat_read(pid, &ps);
 	return ps.minflt;
 }
 
@@ -713,6 +738,41 @@ static void test_sampler_counter_group(void **state)
 		assert_true(r.minflt + 16 >= st);
 	for (int i = 0; i < 3; i++)
 		check_tick(s, a, &tick);
+	/* faulting in kernel mode all along: after the first full read that
+	 * finds faults the group missed, full reads (exact) every sample */
+	command(sock, 'R');
+	mmk__prof_sampler_counts(s, &k0);
+	for (int i = 0; i < 12; i++)
+		check_tick(s, a, &tick);
+	mmk__prof_sampler_counts(s, &k1);
+	char ch;
+	assert_int_equal(read(sock, &ch, 1), 1);
+	fprintf(stderr, "# 300 ms of kernel-mode faults: %llu estimates, %llu full reads in 12 samples\n",
+		(unsigned long long)(k1.cnt_sample - k0.cnt_sample), (unsigned long long)(k1.full - k0.full));
+	assert_true(k1.cnt_sample - k0.cnt_sample <= 2);
+	/* CPU time: a system-time phase (above), then a user-time one; user
+	 * and system time are never above the kernel's, and exact once it
+	 * sleeps (the group counts their sum, not the split) */
+	for (int i = 0; i < 3; i++)
+		check_tick(s, a, &tick);
+	r = check_tick(s, a, &tick);
+	mmk__procstat ps;
+	stat_read(a, &ps);
+	assert_int_equal(r.utime_ns, ps.utime_ns);
+	assert_int_equal(r.stime_ns, ps.stime_ns);
+	command(sock, 's');
+	for (int i = 0; i < 12; i++) {
+		r = check_tick(s, a, &tick);
+		stat_read(a, &ps);
+		assert_true(r.utime_ns <= ps.utime_ns && r.stime_ns <= ps.stime_ns);
+	}
+	assert_int_equal(read(sock, &ch, 1), 1);
+	for (int i = 0; i < 3; i++)
+		check_tick(s, a, &tick);
+	r = check_tick(s, a, &tick);
+	stat_read(a, &ps);
+	assert_int_equal(r.utime_ns, ps.utime_ns);
+	assert_int_equal(r.stime_ns, ps.stime_ns);
 	/* cumulative records never went back; the final one is exact */
 	for (size_t i = 1; i < c.n; i++)
 		if (c.r[i].pid == a && c.r[i - 1].pid == a) {
@@ -868,6 +928,62 @@ static void test_sampler_counter_no_buffer_threads(void **state)
 	command(sock, 'x');
 	close(sock);
 	waitpid(a, NULL, 0);
+}
+
+/* Counter groups (three descriptors each) never cost a target its
+ * registration: out of descriptors, a new target takes a group's. */
+static int descriptors_child(void)
+{
+	struct rlimit rl = { 256, 256 };
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return 77;
+	enum { N = 120 };
+	pid_t k[N];
+	for (int i = 0; i < N; i++) {
+		k[i] = fork();
+		if (k[i] < 0)
+			return 77;
+		if (k[i] == 0) {
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			for (;;)
+				pause();
+		}
+	}
+	int n[2] = { 0, 0 };
+	for (int mode = 0; mode < 2; mode++) {
+		mmk_prof_sampler *s;
+		if (mmk_prof_sampler_create(&s, NULL) != 0)
+			return 1;
+		for (int i = 0; i < N; i++) {
+			if (mmk_prof_sampler_add(s, k[i], -1, mode ? MMK_PROF_ADD_NO_PERF : 0) < 0)
+				break;
+			n[mode]++;
+		}
+		mmk_prof_sampler_destroy(s);
+	}
+	for (int i = 0; i < N; i++) {
+		kill(k[i], SIGKILL);
+		waitpid(k[i], NULL, 0);
+	}
+	fprintf(stderr, "# descriptor limit 256: %d targets with perf events, %d without\n", n[0], n[1]);
+	/* with perf each target keeps one more descriptor (its switch-record
+	 * buffer): 5 against 4 */
+	return n[0] * 5 >= n[1] * 4 - 5 ? 0 : 2;
+}
+
+static void test_sampler_counter_descriptors(void **state)
+{
+	(void)state;
+	pid_t c = fork();
+	assert_true(c >= 0);
+	if (c == 0)
+		_exit(descriptors_child());
+	int st;
+	assert_int_equal(waitpid(c, &st, 0), c);
+	assert_true(WIFEXITED(st));
+	if (WEXITSTATUS(st) == 77)
+		MMK_SKIP("cannot lower the descriptor limit or fork 120 processes");
+	assert_int_equal(WEXITSTATUS(st), 0);
 }
 
 static void test_sampler_idle_shortcuts(void **state)
@@ -1455,6 +1571,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_sampler_pid_reuse),
 		cmocka_unit_test(test_sampler_idle_shortcuts),
 		cmocka_unit_test(test_sampler_counter_group),
+		cmocka_unit_test(test_sampler_counter_descriptors),
 		cmocka_unit_test(test_sampler_counter_registration),
 		cmocka_unit_test(test_sampler_counter_no_buffer_threads),
 		cmocka_unit_test(test_sampler_perf_allowance),

@@ -29,17 +29,21 @@
  *    A target that ran since the last sample is read through a perf counter
  *    group on it (task clock, minor and major faults; it also counts the
  *    threads the process creates later, on Linux >= 5.13), one read instead
- *    of the ~3 us stat read, for processes registered single-threaded.  The
- *    group does not see faults taken in kernel mode (a read() into a page
- *    not touched yet, copy-on-write by the kernel) or on the process's
- *    behalf by others (get_user_pages), nor the user/system split of CPU
- *    time: such samples add what the group counted since the last full
- *    stat read to that read's exact values (the CPU time split in the
- *    last interval's proportion), and full reads complete them: at least
- *    every 1-8 s (1 s once one finds faults the group missed), at the first
- *    sample that finds the process asleep again, and at exit, so a sleeping
- *    process's record and the final one are exact.  Cumulative values never
- *    decrease, except that the final record takes the kernel's values.
+ *    of the ~3 us stat read, for processes registered single-threaded (and
+ *    while they have at most 16 threads).  The group does not see faults
+ *    taken in kernel mode (a read() into a page not touched yet,
+ *    copy-on-write by the kernel) or on the process's behalf by others
+ *    (get_user_pages), nor the user/system split of CPU time: such a sample
+ *    adds the faults the group counted since the last full stat read to that
+ *    read's exact values and keeps its utime / stime (d_cpu_us and util_ppm
+ *    come from the task clock, exact), and full reads complete it: at least
+ *    every 1-2 s (every second once one finds faults the group missed), at
+ *    the first sample that finds the process asleep again, and at exit, so a
+ *    sleeping process's record and the final one are exact (but for a
+ *    process its parent reaped before the final read: the group's final
+ *    values, short of kernel-mode faults since the last full read).
+ *    Cumulative values never decrease, except that the final record takes
+ *    the kernel's values.
  *  - the timer (mmk_prof_timer_*): an absolute, drift-free schedule on a
  *    CLOCK_MONOTONIC timerfd; reports each wake-up's lateness (jitter) and
  *    skipped periods.

@@ -484,7 +484,7 @@ int mmk_prof_daemon_run(const mmk_prof_daemon_opts *opts)
 	if ((err = mmk_prof_ring_create(&d->ring, opts->records, period)) < 0)
 		goto out;
 	prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0); /* wake up on time, not +50 us */
-	struct rlimit rl; /* four descriptors per target: raise the soft limit */
+	struct rlimit rl; /* four descriptors per target (seven with a counter group): raise the soft limit */
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
 		rl.rlim_cur = rl.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &rl);

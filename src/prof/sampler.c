@@ -14,7 +14,7 @@
  *    counter group (task clock, minor and major faults; following the
  *    threads it creates on Linux >= 5.13), one ~0.5 us read, that samples it
  *    between full reads (see "counter group" below for what it cannot see
- *    and how full reads make up for it: at least every 1-8 s, at the first
+ *    and how full reads make up for it: at least every 1-2 s, at the first
  *    sample that finds it asleep after running, and at exit).
  *  - Idle shortcut: fault and CPU counters of a process change only while one
  *    of its threads runs (faults are charged to the faulting task; exited
@@ -61,7 +61,8 @@
  *    (the whole thread group exited), or whose stat fails with ESRCH, is
  *    dropped with one EXIT record; a zombie's counters are final and exact.
  *  - Counters are reported relative to the values at registration
- *    (ABSOLUTE: relative to zero).  Records are emitted in target order.
+ *    (ABSOLUTE: relative to zero).  Records are emitted in target order,
+ *    after the EXIT records of the targets a tick finds exited.
  *  - Process-wide state: none (everything hangs off the handle).
  */
 #include "prof/prof_internal.h"
@@ -93,8 +94,9 @@
 enum { CNT_TC, CNT_MIN, CNT_MAJ, NCNT };
 static const uint64_t cnt_configs[NCNT] = { PERF_COUNT_SW_TASK_CLOCK, PERF_COUNT_SW_PAGE_FAULTS_MIN,
 					    PERF_COUNT_SW_PAGE_FAULTS_MAJ };
-#define CNT_FULL_MIN_NS 1000000000ull    /* counter group: a full read at least this often ... */
-#define CNT_FULL_MAX_NS 8000000000ull    /* ... or this, while they find nothing it missed */
+#define CNT_FULL_MIN_NS 1000000000ull    /* counter group of the leader alone: a full read this often */
+#define CNT_FULL_MAX_NS 2000000000ull    /* counter group following threads: this often */
+#define CNT_MAX_THREADS 16               /* no counter group for processes with more threads */
 
 typedef struct target {
 	pid_t pid;
@@ -116,12 +118,13 @@ typedef struct target {
 	int cfd[NCNT];        /* perf counter group of the leader (cfd[0] leads), or -1 */
 	bool cnt_ok;          /* a counter group may be opened for this target */
 	bool cnt_threads;     /* the group also counts threads created after it */
-	uint64_t c_full[NCNT]; /* its values right after the last full read */
+	uint64_t c_full[NCNT]; /* its values right after the last full read's stat read */
+	uint64_t c_full0[NCNT]; /* ... and right before it */
 	uint64_t c_last[NCNT]; /* its values at the last sample */
-	uint32_t fu_ppm;      /* user share of the CPU time, from the full reads */
 	bool est;             /* rec is a counter-group estimate (not a full read's) */
 	uint64_t cnt_every_ns; /* a full read at least this often (counter group) */
 	bool cnt_quiet;       /* the group did not move around the last full read */
+	bool cnt_missed;      /* the last full read found faults the group missed */
 } target;
 
 struct mmk_prof_sampler {
@@ -376,28 +379,33 @@ static uint64_t perf_head(const target *t, int *last)
 }
 
 /* ---- counter group ----------------------------------------------------------- */
-/* Three counting software events on the leader thread (not inherited), read
- * in one system call (~0.5 us against ~3 us for /proc/PID/stat): task clock
- * (ns on a CPU), minor and major faults.  Unprivileged they count user-mode
- * faults only, and no event counts faults taken inside get_user_pages
- * (another process's or a kernel thread's access on the target's behalf:
- * process_vm_writev, O_DIRECT, ...), which /proc/PID/stat does count; so
- * between two full reads a sample adds the group's increase since the last
- * full read to that read's exact values.  The group is read just before the
- * stat file (the base) and just after (for the next interval's CPU time): a
- * fault in between, a microsecond or so, counts twice until the next full
- * read, so a sample never reports fewer user-mode faults than the kernel had
- * when the sample began; faults the group does not see show at the next
- * full read (at least once a second, and at exit).  The
- * user/system split of the CPU time is not counted: between full reads the
- * task clock's increase is split in the proportion of the last full
- * interval.  Cumulative values never decrease (a full read below an estimate
- * keeps the estimate), except that the final record at exit takes the
- * kernel's exact values.  Only for single-threaded
- * targets: threads created later are not counted, so a full read that shows
- * more than one thread closes the group for good.  Each group costs three
- * descriptors: one is opened only while the descriptor limit leaves room for
- * seven per target. */
+/* Three counting software events on the leader thread, read in one system
+ * call (~0.5 us hot, ~1 us cache-cold, against ~3-6 us for /proc/PID/stat):
+ * task clock (ns on a CPU), minor and major faults.  Opened with inherit +
+ * inherit_thread (Linux >= 5.13) they also count the threads the process
+ * creates later, never its child processes; before 5.13 they follow the
+ * leader alone and a full read that shows more than one thread closes them
+ * for good (as one that shows more than CNT_MAX_THREADS does: each thread
+ * adds ~0.12 us to a read).  They count user-mode faults only (unprivileged:
+ * exclude_kernel), and no event counts faults taken inside get_user_pages
+ * (an access on the target's behalf: process_vm_writev, O_DIRECT, ...),
+ * which /proc/PID/stat does count.  So between two full reads a sample adds
+ * the group's increase since the last full read to that read's exact fault
+ * counts (the base is the group read just after the stat read: never above
+ * the kernel's values), and utime / stime stay the last full read's (their
+ * split is not counted; the task clock gives d_cpu_us and util exactly).
+ * Full reads complete the estimates: at least every CNT_FULL_MAX_NS
+ * (CNT_FULL_MIN_NS on a kernel without inherit_thread), at the first sample
+ * that finds the target asleep after estimates (so a sleeping target's
+ * record is exact), and at exit (exact; a target its parent reaped first
+ * ends with the group's final values, short of kernel-mode faults since the
+ * last full read).  A target whose last full read found faults the group
+ * missed (and a new one) is read in full at every sample, until a full read
+ * finds none: estimates are for processes whose faults the group sees.  Carries
+ * need the group unchanged since the last sample and around the last full
+ * read (cnt_quiet).  Each group costs three descriptors: one is opened only
+ * while the descriptor limit leaves room for seven per target, and a target
+ * that cannot get its own descriptors takes another target's group's. */
 static void cnt_close(target *t)
 {
 	mmk__perf_close_counters(t->cfd, NCNT);
@@ -444,7 +452,9 @@ static void cnt_open(mmk_prof_sampler *s, target *t)
 	ps.pcount = t->last.pcount;
 	t->last = ps;
 	memcpy(t->c_full, t->c_last, sizeof t->c_full);
+	memcpy(t->c_full0, t->c_last, sizeof t->c_full0);
 	t->cnt_every_ns = CNT_FULL_MIN_NS;
+	t->cnt_missed = true; /* until a full read shows the group sees all */
 }
 
 static uint64_t max64(uint64_t a, uint64_t b)
@@ -461,16 +471,12 @@ static uint64_t sub0(uint64_t a, uint64_t b)
  * plus what the group counted since. */
 static void cnt_sample(mmk_prof_sampler *s, target *t, const uint64_t *v, uint64_t tick, uint64_t now)
 {
-	uint64_t dtc = sub0(v[CNT_TC], t->c_full[CNT_TC]);
-	uint64_t du = (uint64_t)((unsigned __int128)dtc * t->fu_ppm / 1000000u);
-	mmk_prof_record r = t->rec;
+	mmk_prof_record r = t->rec; /* utime and stime: the last full read's */
 	r.kind = MMK_PROF_SAMPLE;
 	r.tick = tick;
 	r.t_ns = now - s->o.start_ns;
 	r.minflt = max64(sub0(t->last.minflt + sub0(v[CNT_MIN], t->c_full[CNT_MIN]), t->base.minflt), t->rec.minflt);
 	r.majflt = max64(sub0(t->last.majflt + sub0(v[CNT_MAJ], t->c_full[CNT_MAJ]), t->base.majflt), t->rec.majflt);
-	r.utime_ns = max64(sub0(t->last.utime_ns + du, t->base.utime_ns), t->rec.utime_ns);
-	r.stime_ns = max64(sub0(t->last.stime_ns + (dtc - du), t->base.stime_ns), t->rec.stime_ns);
 	uint64_t dmin = r.minflt - t->rec.minflt, dmaj = r.majflt - t->rec.majflt;
 	r.d_minflt = dmin > UINT32_MAX ? UINT32_MAX : (uint32_t)dmin;
 	r.d_majflt = dmaj > UINT32_MAX ? UINT32_MAX : (uint32_t)dmaj;
@@ -524,6 +530,19 @@ static void emit(mmk_prof_sampler *s, const mmk_prof_record *r)
 		s->o.emit(r, s->o.arg);
 }
 
+/* Out of descriptors: a target's counter group (three) makes room for the
+ * descriptors a new target needs; true if one was closed. */
+static bool give_up_group(mmk_prof_sampler *s)
+{
+	for (size_t i = s->n; i-- > 0;)
+		if (s->t[i].cfd[0] >= 0) {
+			cnt_close(&s->t[i]);
+			s->t[i].cnt_ok = false;
+			return true;
+		}
+	return false;
+}
+
 int mmk_prof_sampler_add(mmk_prof_sampler *s, pid_t pid, int pidfd, unsigned flags)
 {
 	int err;
@@ -551,6 +570,8 @@ int mmk_prof_sampler_add(mmk_prof_sampler *s, pid_t pid, int pidfd, unsigned fla
 	}
 	if (pidfd < 0) {
 		pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+		if (pidfd < 0 && errno == EMFILE && give_up_group(s))
+			pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 		if (pidfd < 0)
 			return errno == EINVAL ? -ESRCH : -errno;
 	}
@@ -559,6 +580,8 @@ int mmk_prof_sampler_add(mmk_prof_sampler *s, pid_t pid, int pidfd, unsigned fla
 	char path[64];
 	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
 	t.statfd = open(path, O_RDONLY | O_CLOEXEC);
+	if (t.statfd < 0 && errno == EMFILE && give_up_group(s))
+		t.statfd = open(path, O_RDONLY | O_CLOEXEC);
 	if (t.statfd < 0) {
 		err = errno == ENOENT ? -ESRCH : -errno;
 		goto fail;
@@ -593,8 +616,6 @@ int mmk_prof_sampler_add(mmk_prof_sampler *s, pid_t pid, int pidfd, unsigned fla
 		perf_open_target(s, &t, now);
 	if (t.cnt_ok && t.last.nthreads == 1)
 		cnt_open(s, &t);
-	uint64_t cpu0 = t.last.utime_ns + t.last.stime_ns;
-	t.fu_ppm = cpu0 ? (uint32_t)((unsigned __int128)t.last.utime_ns * 1000000u / cpu0) : 500000u;
 	if (!(flags & MMK_PROF_ADD_ABSOLUTE))
 		t.base = t.last;
 	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = (uint64_t)pid };
@@ -675,7 +696,8 @@ static void carry(mmk_prof_sampler *s, target *t, uint64_t tick, uint64_t now)
  * sleeps). */
 static bool by_counters(mmk_prof_sampler *s, target *t, bool force, uint64_t now, uint64_t tick)
 {
-	if (t->cfd[0] < 0 || now - t->full_t_ns >= t->cnt_every_ns || force || t->last.state == 'Z' || t->rec.kind == MMK_PROF_EXIT ||
+	if (t->cfd[0] < 0 || t->cnt_missed || now - t->full_t_ns >= t->cnt_every_ns || force || t->last.state == 'Z' ||
+	    t->rec.kind == MMK_PROF_EXIT ||
 	    (!t->cnt_threads && t->last.nthreads != 1))
 		return false;
 	/* Arming rule 1 from here needs the head before the counter read,
@@ -806,6 +828,17 @@ static int sample_one(mmk_prof_sampler *s, target *t, uint64_t tick, uint64_t no
 	bool have_cnt = t->cfd[0] >= 0 && !force && mmk__perf_read_counters(t->cfd[0], v0, NCNT) == 0;
 	int err = mmk__procstat_read(t->statfd, &ps);
 	if (err < 0) { /* reaped: the last values are final */
+		/* ... with what the counter group counted since (it keeps
+		 * its final values after the exit): exact for user-mode
+		 * faults and CPU time, short of kernel-mode faults since the
+		 * last full read */
+		uint64_t fv[NCNT];
+		if (t->cfd[0] >= 0 && (t->cnt_threads || t->last.nthreads == 1) &&
+		    mmk__perf_read_counters(t->cfd[0], fv, NCNT) == 0 && memcmp(fv, t->c_last, sizeof fv)) {
+			cnt_sample(s, t, fv, tick, now);
+			t->rec.kind = MMK_PROF_EXIT;
+			return 1;
+		}
 		t->rec.kind = MMK_PROF_EXIT;
 		t->rec.tick = tick;
 		t->rec.t_ns = now - s->o.start_ns;
@@ -824,8 +857,11 @@ static int sample_one(mmk_prof_sampler *s, target *t, uint64_t tick, uint64_t no
 	}
 	if (t->cfd[0] >= 0 && !gone) {
 		have_cnt = have_cnt && mmk__perf_read_counters(t->cfd[0], v, NCNT) == 0;
-		if (!have_cnt || (ps.nthreads != 1 && !t->cnt_threads)) {
-			cnt_close(t); /* threads the group does not see */
+		/* threads the group does not see; or so many that reading
+		 * it costs more than the stat file (~0.12 us per thread
+		 * against ~0.02) */
+		if (!have_cnt || (ps.nthreads != 1 && !t->cnt_threads) || ps.nthreads > CNT_MAX_THREADS) {
+			cnt_close(t);
 			t->cnt_ok = false;
 		}
 	}
@@ -839,9 +875,9 @@ static int sample_one(mmk_prof_sampler *s, target *t, uint64_t tick, uint64_t no
 	r.utime_ns = sub0(ps.utime_ns + (ch ? ps.cutime_ns : 0), t->base.utime_ns + (ch ? t->base.cutime_ns : 0));
 	r.stime_ns = sub0(ps.stime_ns + (ch ? ps.cstime_ns : 0), t->base.stime_ns + (ch ? t->base.cstime_ns : 0));
 	if (!force && !gone) {
-		/* the counter group's CPU split since the last full read may
-		 * have run ahead: cumulative values never go back, except in
-		 * the final record, which holds the kernel's exact values */
+		/* cumulative values never go back (estimates are not above
+		 * the kernel's values; this only guards that), except in the
+		 * final record, which holds the kernel's values */
 		r.minflt = max64(r.minflt, t->rec.minflt);
 		r.majflt = max64(r.majflt, t->rec.majflt);
 		r.utime_ns = max64(r.utime_ns, t->rec.utime_ns);
@@ -862,20 +898,19 @@ static int sample_one(mmk_prof_sampler *s, target *t, uint64_t tick, uint64_t no
 	r.d_cpu_us = (uint32_t)((dcpu / 1000) > UINT32_MAX ? UINT32_MAX : dcpu / 1000);
 	double u = dt ? (double)dcpu / (double)dt : 0;
 	r.util_ppm = (uint32_t)(u * 1e6 > 4e9 ? 4e9 : u * 1e6 + 0.5);
-	uint64_t du = sub0(ps.utime_ns, t->last.utime_ns), ds = sub0(ps.stime_ns, t->last.stime_ns);
-	if (du + ds)
-		t->fu_ppm = (uint32_t)((unsigned __int128)du * 1000000u / (du + ds));
 	if (have_cnt) {
 		/* faults the group missed since the last full read (kernel
-		 * mode, GUP): none, and full reads can grow rarer.  Not for a
-		 * group of the leader alone (before Linux 5.13): only a full
-		 * read finds a thread it created since the last one */
-		bool missed = ps.minflt > t->last.minflt + sub0(v0[CNT_MIN], t->c_full[CNT_MIN]) ||
-			      ps.majflt > t->last.majflt + sub0(v0[CNT_MAJ], t->c_full[CNT_MAJ]) || !t->cnt_threads;
-		t->cnt_every_ns = missed ? CNT_FULL_MIN_NS
-					 : t->cnt_every_ns * 2 > CNT_FULL_MAX_NS ? CNT_FULL_MAX_NS : t->cnt_every_ns * 2;
+		 * mode, GUP; its reads from just before the last stat read
+		 * to just after this one cover the interval): the target is
+		 * read in full every sample until a full read finds none.
+		 * A group of the leader alone (before Linux 5.13) keeps full
+		 * reads every second: only they find a thread created since */
+		t->cnt_missed = ps.minflt > t->last.minflt + sub0(v[CNT_MIN], t->c_full0[CNT_MIN]) ||
+				ps.majflt > t->last.majflt + sub0(v[CNT_MAJ], t->c_full0[CNT_MAJ]);
+		t->cnt_every_ns = t->cnt_threads ? CNT_FULL_MAX_NS : CNT_FULL_MIN_NS;
 		t->cnt_quiet = !memcmp(v0, v, sizeof v);
-		memcpy(t->c_full, v0, sizeof v0);
+		memcpy(t->c_full0, v0, sizeof v0);
+		memcpy(t->c_full, v, sizeof v);
 		memcpy(t->c_last, v, sizeof v);
 	}
 	t->last = ps;

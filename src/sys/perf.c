@@ -76,7 +76,8 @@ int mmk__perf_read_counters(int leader, uint64_t *vals, int n)
 	ssize_t r = read(leader, buf, sizeof buf);
 	if (r < 0)
 		return -errno;
-	/* a group whose thread exited reads 0 bytes */
+	/* (a group whose thread exited reads its final values, even after
+	 * the process was reaped: Linux 6.18) */
 	if ((size_t)r < (size_t)(1 + n) * sizeof *buf || buf[0] != (uint64_t)n)
 		return -ESRCH;
 	memcpy(vals, buf + 1, (size_t)n * sizeof *vals);

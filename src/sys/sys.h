@@ -190,8 +190,9 @@ MMK_HIDDEN int mmk__perf_open_sw(uint64_t config, pid_t tid, unsigned flags);
 #define MMK__PERF_MAX_COUNTERS 4
 MMK_HIDDEN int mmk__perf_open_counters(pid_t tid, const uint64_t *configs, int n, int *fds, unsigned flags);
 /* The n values of the group led by `leader`, in the order they were
- * opened: 0, -ESRCH when the thread has exited (the kernel reads 0 bytes
- * then), or -errno. */
+ * opened: 0, or -ESRCH for a short read, or -errno.  A group whose thread
+ * has exited keeps reading its final values (Linux 6.18), even after the
+ * process was reaped. */
 MMK_HIDDEN int mmk__perf_read_counters(int leader, uint64_t *vals, int n);
 MMK_HIDDEN void mmk__perf_close_counters(int *fds, int n); /* closes those >= 0, sets -1 */
 

@@ -628,6 +628,58 @@ static void stat_read(pid_t pid, mmk__procstat *ps)
 	close(fd);
 }
 
+/* A new sampler (emitting into *c when c is not NULL) with a driven child
+ * registered (ABSOLUTE) after its first 't'. */
+static pid_t driven_target(collect *c, mmk_prof_sampler **s, int *sock)
+{
+	mmk_prof_sampler_opts o = { .emit = collect_emit, .arg = c };
+	assert_int_equal(mmk_prof_sampler_create(s, c ? &o : NULL), 0);
+	pid_t a = driven_child(sock);
+	command(*sock, 't');
+	assert_int_equal(mmk_prof_sampler_add(*s, a, -1, MMK_PROF_ADD_ABSOLUTE), 0);
+	return a;
+}
+
+/* The sampler destroyed, the driven child told to exit and reaped. */
+static void driven_end(mmk_prof_sampler *s, int sock, pid_t a)
+{
+	mmk_prof_sampler_destroy(s);
+	command(sock, 'x');
+	close(sock);
+	waitpid(a, NULL, 0);
+}
+
+/* The driven child told to exit: its final record (taken while it is a
+ * zombie) must equal its wait4 rusage. */
+static void driven_exit_exact(mmk_prof_sampler *s, int sock, pid_t a)
+{
+	command(sock, 'x');
+	close(sock);
+	siginfo_t si;
+	assert_int_equal(waitid(P_PID, (id_t)a, &si, WEXITED | WNOWAIT), 0);
+	mmk_prof_record fin;
+	assert_int_equal(mmk_prof_sampler_finish(s, a, &fin), 0);
+	struct rusage ru;
+	assert_int_equal(wait4(a, NULL, 0, &ru), a);
+	assert_int_equal(fin.minflt, (uint64_t)ru.ru_minflt);
+	assert_int_equal(fin.majflt, (uint64_t)ru.ru_majflt);
+}
+
+/* fn run in a forked child must exit 0; 77 skips the test with `why`. */
+static void in_child(int (*fn)(void), const char *why)
+{
+	pid_t c = fork();
+	assert_true(c >= 0);
+	if (c == 0)
+		_exit(fn());
+	int st;
+	assert_int_equal(waitpid(c, &st, 0), c);
+	assert_true(WIFEXITED(st));
+	if (WEXITSTATUS(st) == 77)
+		MMK_SKIP("%s", why);
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
 static uint64_t stat_minflt(pid_t pid)
 {
 	mmk__procstat ps;
@@ -675,20 +727,13 @@ static void test_sampler_counter_group(void **state)
 {
 	(void)state;
 	collect c = {0};
-	mmk_prof_sampler_opts o = { .emit = collect_emit, .arg = &c };
 	mmk_prof_sampler *s;
-	assert_int_equal(mmk_prof_sampler_create(&s, &o), 0);
 	int sock;
-	pid_t a = driven_child(&sock);
-	command(sock, 't');
-	assert_int_equal(mmk_prof_sampler_add(s, a, -1, MMK_PROF_ADD_ABSOLUTE), 0);
+	pid_t a = driven_target(&c, &s, &sock);
 	mmk__prof_counts k0, k1;
 	mmk__prof_sampler_counts(s, &k0);
 	if (k0.cnt_targets != 1) {
-		mmk_prof_sampler_destroy(s);
-		command(sock, 'x');
-		close(sock);
-		waitpid(a, NULL, 0);
+		driven_end(s, sock, a);
 		MMK_SKIP("no perf counter group (perf_event_open of software counters failed, or MMK_PROF_NO_PERF set)");
 	}
 	struct utsname u;
@@ -779,16 +824,7 @@ static void test_sampler_counter_group(void **state)
 			assert_true(c.r[i].minflt >= c.r[i - 1].minflt);
 			assert_true(c.r[i].utime_ns + c.r[i].stime_ns >= c.r[i - 1].utime_ns + c.r[i - 1].stime_ns);
 		}
-	command(sock, 'x');
-	close(sock);
-	siginfo_t si;
-	assert_int_equal(waitid(P_PID, (id_t)a, &si, WEXITED | WNOWAIT), 0);
-	mmk_prof_record fin;
-	assert_int_equal(mmk_prof_sampler_finish(s, a, &fin), 0);
-	struct rusage ru;
-	assert_int_equal(wait4(a, NULL, 0, &ru), a);
-	assert_int_equal(fin.minflt, (uint64_t)ru.ru_minflt);
-	assert_int_equal(fin.majflt, (uint64_t)ru.ru_majflt);
+	driven_exit_exact(s, sock, a);
 	mmk_prof_sampler_destroy(s);
 }
 
@@ -804,19 +840,13 @@ static void test_sampler_counter_registration(void **state)
 {
 	(void)state;
 	mmk_prof_sampler *s;
-	assert_int_equal(mmk_prof_sampler_create(&s, NULL), 0);
 	int sock;
-	pid_t a = driven_child(&sock);
-	command(sock, 't');
-	assert_int_equal(mmk_prof_sampler_add(s, a, -1, MMK_PROF_ADD_ABSOLUTE), 0);
+	pid_t a = driven_target(NULL, &s, &sock);
 	mmk__prof_counts k0, k1;
 	mmk__prof_sampler_counts(s, &k0);
 	assert_int_equal(mmk_prof_sampler_remove(s, a), 0);
 	if (k0.cnt_targets != 1) {
-		mmk_prof_sampler_destroy(s);
-		command(sock, 'x');
-		close(sock);
-		waitpid(a, NULL, 0);
+		driven_end(s, sock, a);
 		MMK_SKIP("no perf counter group (perf_event_open of software counters failed, or MMK_PROF_NO_PERF set)");
 	}
 	/* the child on one CPU, this thread on another: the child faults
@@ -889,18 +919,12 @@ static void test_sampler_counter_no_buffer_threads(void **state)
 {
 	(void)state;
 	mmk_prof_sampler *s;
-	assert_int_equal(mmk_prof_sampler_create(&s, NULL), 0);
 	int sock;
-	pid_t a = driven_child(&sock);
-	command(sock, 't');
-	assert_int_equal(mmk_prof_sampler_add(s, a, -1, MMK_PROF_ADD_ABSOLUTE), 0);
+	pid_t a = driven_target(NULL, &s, &sock);
 	mmk__prof_counts k;
 	mmk__prof_sampler_counts(s, &k);
 	if (k.cnt_targets != 1 || k.perf_targets != 1) {
-		mmk_prof_sampler_destroy(s);
-		command(sock, 'x');
-		close(sock);
-		waitpid(a, NULL, 0);
+		driven_end(s, sock, a);
 		MMK_SKIP("no perf counter group or no switch-record buffer");
 	}
 	uint64_t tick = 0;
@@ -924,10 +948,7 @@ static void test_sampler_counter_no_buffer_threads(void **state)
 		multi, (unsigned long long)k.perf_opens);
 	assert_true(multi > 50);
 	assert_int_equal(watched, 0);
-	mmk_prof_sampler_destroy(s);
-	command(sock, 'x');
-	close(sock);
-	waitpid(a, NULL, 0);
+	driven_end(s, sock, a);
 }
 
 /* Counter groups (three descriptors each) never cost a target its
@@ -974,29 +995,16 @@ static int descriptors_child(void)
 static void test_sampler_counter_descriptors(void **state)
 {
 	(void)state;
-	pid_t c = fork();
-	assert_true(c >= 0);
-	if (c == 0)
-		_exit(descriptors_child());
-	int st;
-	assert_int_equal(waitpid(c, &st, 0), c);
-	assert_true(WIFEXITED(st));
-	if (WEXITSTATUS(st) == 77)
-		MMK_SKIP("cannot lower the descriptor limit or fork 120 processes");
-	assert_int_equal(WEXITSTATUS(st), 0);
+	in_child(descriptors_child, "cannot lower the descriptor limit or fork 120 processes");
 }
 
 static void test_sampler_idle_shortcuts(void **state)
 {
 	(void)state;
 	collect c = {0};
-	mmk_prof_sampler_opts o = { .emit = collect_emit, .arg = &c };
 	mmk_prof_sampler *s;
-	assert_int_equal(mmk_prof_sampler_create(&s, &o), 0);
 	int sock;
-	pid_t a = driven_child(&sock);
-	command(sock, 't'); /* started and blocked in read() */
-	assert_int_equal(mmk_prof_sampler_add(s, a, -1, MMK_PROF_ADD_ABSOLUTE), 0);
+	pid_t a = driven_target(&c, &s, &sock); /* started and blocked in read() */
 	mmk__prof_counts k0, k1;
 	mmk__prof_sampler_counts(s, &k0);
 	bool perf = k0.perf_targets == 1;
@@ -1116,15 +1124,7 @@ static void test_sampler_idle_shortcuts(void **state)
 	assert_int_equal(k1.sched_carry, k0.sched_carry);
 	assert_int_equal(k1.perf_carry, k0.perf_carry);
 	assert_int_equal(r1.minflt, stat_minflt(b));
-	command(sock, 'x');
-	close(sock);
-	siginfo_t si;
-	assert_int_equal(waitid(P_PID, (id_t)b, &si, WEXITED | WNOWAIT), 0);
-	mmk_prof_record fin;
-	assert_int_equal(mmk_prof_sampler_finish(s, b, &fin), 0);
-	struct rusage ru;
-	assert_int_equal(wait4(b, NULL, 0, &ru), b);
-	assert_int_equal(fin.minflt, (uint64_t)ru.ru_minflt);
+	driven_exit_exact(s, sock, b);
 	/* the leader thread exits and one other thread lives on (the zombie
 	 * leader still counts in num_threads here, but the sampler must not
 	 * rely on that): the leader's switches and schedstat stopped for good */
@@ -1298,16 +1298,7 @@ static void test_sampler_perf_allowance(void **state)
 	(void)state;
 	if (getenv("MMK_PROF_NO_PERF"))
 		MMK_SKIP("MMK_PROF_NO_PERF is set: no switch-record buffers to run out of");
-	pid_t c = fork();
-	assert_true(c >= 0);
-	if (c == 0)
-		_exit(allowance_child());
-	int st;
-	assert_int_equal(waitpid(c, &st, 0), c);
-	assert_true(WIFEXITED(st));
-	if (WEXITSTATUS(st) == 77)
-		MMK_SKIP("cannot use up a perf mlock allowance here (no unprivileged perf, or no uid 65534)");
-	assert_int_equal(WEXITSTATUS(st), 0);
+	in_child(allowance_child, "cannot use up a perf mlock allowance here (no unprivileged perf, or no uid 65534)");
 }
 
 static void test_timer_no_drift(void **state)

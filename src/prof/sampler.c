@@ -829,9 +829,9 @@ static int sample_one(mmk_prof_sampler *s, target *t, uint64_t tick, uint64_t no
 	int err = mmk__procstat_read(t->statfd, &ps);
 	if (err < 0) { /* reaped: the last values are final */
 		/* ... with what the counter group counted since (it keeps
-		 * its final values after the exit): exact for user-mode
-		 * faults and CPU time, short of kernel-mode faults since the
-		 * last full read */
+		 * its final values after the exit): user-mode faults and the
+		 * last interval's CPU use, short of kernel-mode faults (and
+		 * of the utime / stime split) since the last full read */
 		uint64_t fv[NCNT];
 		if (t->cfd[0] >= 0 && (t->cnt_threads || t->last.nthreads == 1) &&
 		    mmk__perf_read_counters(t->cfd[0], fv, NCNT) == 0 && memcmp(fv, t->c_last, sizeof fv)) {

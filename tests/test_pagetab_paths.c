@@ -348,6 +348,286 @@ static void test_reserved_sizes(void **state)
 	}
 }
 
+/*
+ * Review tests.
+ *
+ * A size whose n * 100 wraps round SIZE_MAX (n just above SIZE_MAX / 100)
+ * must be refused (-ENOMEM), never turned into a small table: reserve
+ * never shrinks and create does not promise room it has not got.
+ */
+static void test_huge_sizes_refused(void **state)
+{
+	(void)state;
+	static int dummy;
+	size_t huge = SIZE_MAX / 100 + 1; /* huge * 100 wraps to a small value */
+	mmk_pagetab *pt = NULL;
+	assert_int_equal(mmk_pagetab_create(&pt, huge), -ENOMEM);
+	assert_null(pt);
+	assert_int_equal(mmk_pagetab_create(&pt, 10000), 0);
+	size_t ps = mmk_pagetab_page_size(pt);
+	for (size_t i = 0; i < 100; i++)
+		assert_int_equal(mmk_pagetab_insert(pt, (uintptr_t)(i + 1) * ps, &dummy), 0);
+	mmk_pagetab_stats st0, st1;
+	assert_int_equal(mmk_pagetab_stats_get(pt, &st0), 0);
+	assert_int_equal(mmk_pagetab_reserve(pt, huge), -ENOMEM);
+	assert_int_equal(mmk_pagetab_stats_get(pt, &st1), 0);
+	assert_int_equal(st1.slots, st0.slots); /* unchanged, never shrunk */
+	for (size_t i = 0; i < 100; i++)
+		assert_ptr_equal(mmk_pagetab_lookup(pt, (uintptr_t)(i + 1) * ps), &dummy);
+	mmk_pagetab_destroy(pt);
+}
+
+struct mark_earlier {
+	mmk_pagetab *pt;
+	uintptr_t a, b;
+	int how; /* 0: clear b, 1: remove b */
+	size_t visits;
+};
+
+static int mark_earlier_cb(uintptr_t addr, void *rec, void *arg)
+{
+	(void)rec;
+	struct mark_earlier *m = arg;
+	m->visits++;
+	if (addr != m->b)
+		return 0;
+	assert_int_equal(mmk_pagetab_mark_dirty(m->pt, m->a), 0);
+	if (m->how == 0) {
+		assert_int_equal(mmk_pagetab_clear_dirty(m->pt, m->b), 0);
+		return 0;
+	}
+	return MMK_PAGETAB_REMOVE;
+}
+
+/*
+ * The callback of a dirty walk marks dirty an entry that lies earlier in
+ * the block being scanned (already passed over as clean), and the block's
+ * only dirty entry is cleared or removed: the newly dirty entry must stay
+ * in the dirty set (found by the next walk, cleared by clear_all_dirty).
+ */
+static void test_dirty_walk_marks_earlier_slot(void **state)
+{
+	(void)state;
+	static int ra, rb;
+	for (int how = 0; how < 2; how++) {
+		struct tab t;
+		tab_open(&t, 0);
+		/* bucket 0: slots 0 and 1, one 32-slot block */
+		uint64_t g = group_in(&t, 0, 0);
+		struct mark_earlier m = {t.pt, page(&t, g, 0), page(&t, g, 1), how, 0};
+		assert_int_equal(mmk_pagetab_insert(t.pt, m.a, &ra), 0);
+		assert_int_equal(mmk_pagetab_insert(t.pt, m.b, &rb), 0);
+		assert_int_equal(max_disp(&t), 0);
+		assert_int_equal(mmk_pagetab_mark_dirty(t.pt, m.b), 0);
+		assert_int_equal(mmk_pagetab_foreach_dirty(t.pt, mark_earlier_cb, &m), 0);
+		assert_int_equal(m.visits, 1); /* b only: a was clean when passed */
+		assert_true(mmk_pagetab_is_dirty(t.pt, m.a));
+		assert_int_equal(mmk_pagetab_dirty_count(t.pt), 1);
+		m.visits = 0;
+		assert_int_equal(mmk_pagetab_foreach_dirty(t.pt, mark_earlier_cb, &m), 0);
+		assert_int_equal(m.visits, 1); /* a must still be listed */
+		mmk_pagetab_clear_all_dirty(t.pt);
+		assert_false(mmk_pagetab_is_dirty(t.pt, m.a));
+		assert_int_equal(mmk_pagetab_dirty_count(t.pt), 0);
+		assert_int_equal(mmk_pagetab_remove(t.pt, m.a, NULL), 0);
+		assert_int_equal(mmk_pagetab_dirty_count(t.pt), 0);
+		mmk_pagetab_destroy(t.pt);
+	}
+}
+
+/* ---- randomized differential test against a flat reference ---- */
+
+#define DU 3000 /* key universe */
+
+struct diff {
+	mmk_pagetab *pt;
+	uintptr_t key[DU];
+	int rec[DU];
+	unsigned char present[DU], dirty[DU];
+	size_t count, ndirty;
+	/* walk state */
+	unsigned char want[DU], seen[DU]; /* dirty at the start, visited */
+	uint64_t rng;
+	int mode;
+};
+
+static size_t diff_idx(struct diff *d, void *rec)
+{
+	size_t k = (size_t)((int *)rec - d->rec);
+	assert_true(k < DU);
+	return k;
+}
+
+static void diff_check_all(struct diff *d)
+{
+	assert_int_equal(mmk_pagetab_count(d->pt), d->count);
+	assert_int_equal(mmk_pagetab_dirty_count(d->pt), d->ndirty);
+	for (size_t k = 0; k < DU; k++) {
+		void *r = mmk_pagetab_lookup(d->pt, d->key[k]);
+		if (d->present[k])
+			assert_ptr_equal(r, &d->rec[k]);
+		else
+			assert_null(r);
+		assert_int_equal(mmk_pagetab_is_dirty(d->pt, d->key[k]),
+				 d->present[k] && d->dirty[k]);
+	}
+}
+
+static int diff_walk_cb(uintptr_t addr, void *rec, void *arg)
+{
+	struct diff *d = arg;
+	size_t k = diff_idx(d, rec);
+	assert_int_equal(addr, d->key[k]);
+	assert_true(d->present[k]);
+	if (d->mode == 1)
+		assert_true(d->dirty[k]); /* foreach_dirty: only dirty ones */
+	assert_false(d->seen[k]);
+	d->seen[k] = 1;
+	d->want[k] = 0;
+	/* side actions allowed during a walk: mark / clear others */
+	unsigned nact = (unsigned)(rng_next(&d->rng) % 3);
+	for (unsigned a = 0; a < nact; a++) {
+		size_t o = (size_t)(rng_next(&d->rng) % DU);
+		if (rng_next(&d->rng) & 1) {
+			o = (k & ~(size_t)31) + (size_t)(rng_next(&d->rng) % 32);
+			if (o >= DU)
+				o = k;
+		}
+		int r;
+		if (rng_next(&d->rng) & 1) {
+			r = mmk_pagetab_mark_dirty(d->pt, d->key[o]);
+			if (d->present[o] && !d->dirty[o]) {
+				d->dirty[o] = 1;
+				d->ndirty++;
+			}
+		} else {
+			r = mmk_pagetab_clear_dirty(d->pt, d->key[o]);
+			if (d->present[o] && d->dirty[o]) {
+				d->dirty[o] = 0;
+				d->ndirty--;
+				d->want[o] = 0; /* no longer owed a visit */
+			}
+		}
+		assert_int_equal(r, d->present[o] ? 0 : -ENOENT);
+	}
+	uint64_t x = rng_next(&d->rng) % 16;
+	if (x < 6) {
+		d->present[k] = 0;
+		if (d->dirty[k])
+			d->ndirty--;
+		d->dirty[k] = 0;
+		d->count--;
+		return MMK_PAGETAB_REMOVE;
+	}
+	if (x == 6)
+		return -7;
+	return 0;
+}
+
+static void diff_walk(struct diff *d, int mode)
+{
+	memset(d->seen, 0, sizeof(d->seen));
+	for (size_t k = 0; k < DU; k++)
+		d->want[k] = d->present[k] && (mode == 0 || d->dirty[k]);
+	d->mode = mode;
+	int r = mode ? mmk_pagetab_foreach_dirty(d->pt, diff_walk_cb, d)
+		     : mmk_pagetab_foreach(d->pt, diff_walk_cb, d);
+	assert_true(r == 0 || r == -7);
+	if (r == 0)
+		for (size_t k = 0; k < DU; k++)
+			if (d->want[k])
+				fail_msg("entry %zu (%#lx) owed a visit, not visited (mode %d)",
+					 k, (unsigned long)d->key[k], mode);
+}
+
+static void test_differential(void **state)
+{
+	(void)state;
+	struct diff *d = calloc(1, sizeof(*d));
+	assert_non_null(d);
+	d->rng = mmk_test_seed() ^ 0xd1ff;
+	size_t rounds = mmk_test_n(6, 2);
+	for (size_t round = 0; round < rounds; round++) {
+		assert_int_equal(mmk_pagetab_create(&d->pt, round % 2 ? 0 : 700), 0);
+		size_t ps = mmk_pagetab_page_size(d->pt);
+		memset(d->present, 0, sizeof(d->present));
+		memset(d->dirty, 0, sizeof(d->dirty));
+		d->count = d->ndirty = 0;
+		uint64_t base = rng_next(&d->rng) >> 20;
+		for (size_t k = 0; k < DU; k++) {
+			switch (k % 4) {
+			case 0: d->key[k] = (uintptr_t)(k / 4) * ps; break; /* near 0 */
+			case 1: d->key[k] = ~(uintptr_t)(ps - 1) - (uintptr_t)(k / 4) * ps; break;
+			case 2: d->key[k] = (uintptr_t)(base + k / 4) * ps; break; /* dense */
+			default: d->key[k] = (uintptr_t)(rng_next(&d->rng) | ((uint64_t)k << 40)) & ~(uintptr_t)(ps - 1);
+			}
+		}
+		/* target populations vary: dense and nearly empty phases */
+		size_t ops = mmk_test_n(60000, 5000);
+		for (size_t op = 0; op < ops; op++) {
+			size_t k = (size_t)(rng_next(&d->rng) % DU);
+			uint64_t what = rng_next(&d->rng) % 1000;
+			int bias = (op / 5000) % 2; /* growing or shrinking phase */
+			int r;
+			if (what < (bias ? 300u : 500u)) {
+				r = mmk_pagetab_insert(d->pt, d->key[k], &d->rec[k]);
+				assert_int_equal(r, d->present[k] ? -EEXIST : 0);
+				if (!d->present[k]) {
+					d->present[k] = 1;
+					d->count++;
+				}
+			} else if (what < 800) {
+				void *out = NULL;
+				r = mmk_pagetab_remove(d->pt, d->key[k], &out);
+				assert_int_equal(r, d->present[k] ? 0 : -ENOENT);
+				if (d->present[k]) {
+					assert_ptr_equal(out, &d->rec[k]);
+					d->present[k] = 0;
+					d->count--;
+					if (d->dirty[k])
+						d->ndirty--;
+					d->dirty[k] = 0;
+				}
+			} else if (what < 900) {
+				r = mmk_pagetab_mark_dirty(d->pt, d->key[k]);
+				assert_int_equal(r, d->present[k] ? 0 : -ENOENT);
+				if (d->present[k] && !d->dirty[k]) {
+					d->dirty[k] = 1;
+					d->ndirty++;
+				}
+			} else if (what < 960) {
+				r = mmk_pagetab_clear_dirty(d->pt, d->key[k]);
+				assert_int_equal(r, d->present[k] ? 0 : -ENOENT);
+				if (d->present[k] && d->dirty[k]) {
+					d->dirty[k] = 0;
+					d->ndirty--;
+				}
+			} else if (what < 985) {
+				diff_walk(d, 1);
+			} else if (what < 990) {
+				diff_walk(d, 0);
+			} else if (what < 995) {
+				mmk_pagetab_clear_all_dirty(d->pt);
+				memset(d->dirty, 0, sizeof(d->dirty));
+				d->ndirty = 0;
+			} else if (what < 997) {
+				assert_int_equal(mmk_pagetab_reserve(d->pt, d->count + (size_t)(rng_next(&d->rng) % 2000)), 0);
+			} else {
+				diff_check_all(d);
+			}
+			assert_int_equal(mmk_pagetab_count(d->pt), d->count);
+			assert_int_equal(mmk_pagetab_dirty_count(d->pt), d->ndirty);
+		}
+		diff_check_all(d);
+		mmk_pagetab_clear_all_dirty(d->pt);
+		memset(d->dirty, 0, sizeof(d->dirty));
+		d->ndirty = 0;
+		diff_check_all(d);
+		mmk_pagetab_destroy(d->pt);
+	}
+	free(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -356,6 +636,9 @@ int main(void)
 		cmocka_unit_test(test_edge_keys_absent),
 		cmocka_unit_test(test_growth_steps),
 		cmocka_unit_test(test_reserved_sizes),
+		cmocka_unit_test(test_huge_sizes_refused),
+		cmocka_unit_test(test_dirty_walk_marks_earlier_slot),
+		cmocka_unit_test(test_differential),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -36,7 +36,8 @@
  *    move (insertion/deletion shifts) carry their DIRTY flag and mark their
  *    new block.  pbits is zero
  *    outside foreach_dirty; inside it marks listed blocks found empty, to be
- *    dropped from the list when the walk ends.
+ *    dropped from the list when the walk ends (set before a block is
+ *    scanned, so a mark_dirty() by the callback anywhere in it keeps it).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -360,8 +361,9 @@ static void free_zeroed(void *p, size_t bytes)
  */
 static size_t slots_for(size_t n)
 {
-	/* smallest multiple of 16 with n <= 0.70 * slots */
-	if (n > SIZE_MAX / 32)
+	/* smallest multiple of 16 with n <= 0.70 * slots (n * 100 must not
+	 * wrap: a wrapped product gave a small table for a huge n) */
+	if (n > SIZE_MAX / 128)
 		return 0;
 	size_t s = (n * 100 + 69) / 70;
 	s = (s + 15) & ~(size_t)15;
@@ -889,6 +891,12 @@ int mmk_pagetab_foreach_dirty(mmk_pagetab *pt, mmk_pagetab_fn fn, void *arg)
 		size_t b = pt->dlist[p];
 		size_t e = block_end(pt, b);
 		bool keep = false;
+		/* Tentatively "found empty": a mark_dirty() by the callback in
+		 * this block, even on a slot already passed over, clears the
+		 * bit again (mark_block()), so the block stays listed. */
+		uint64_t bit = (uint64_t)1 << (b & 63);
+		pt->pbits[b >> 6] |= bit;
+		pt->npbits++;
 		for (size_t i = b << BSHIFT; i < e; i++) {
 			uintptr_t k = s[i].key;
 			if (!(k & F_DIRTY))
@@ -916,9 +924,9 @@ int mmk_pagetab_foreach_dirty(mmk_pagetab *pt, mmk_pagetab_fn fn, void *arg)
 				break;
 			}
 		}
-		if (!keep) {
-			pt->pbits[b >> 6] |= (uint64_t)1 << (b & 63);
-			pt->npbits++;
+		if (keep && (pt->pbits[b >> 6] & bit)) {
+			pt->pbits[b >> 6] &= ~bit;
+			pt->npbits--;
 		}
 	}
 	/* Carry out the removals.  Every PENDING entry lies in a listed block

@@ -460,6 +460,11 @@ static size_t diff_idx(struct diff *d, void *rec)
 
 static void diff_check_all(struct diff *d)
 {
+	mmk_pagetab_stats st;
+	assert_int_equal(mmk_pagetab_stats_get(d->pt, &st), 0);
+	/* growth is never skipped: load at most 0.85 */
+	assert_true(st.count * 20 <= st.slots * 17);
+	assert_true(st.dirty_blocks <= (st.slots + 31) / 32);
 	assert_int_equal(mmk_pagetab_count(d->pt), d->count);
 	assert_int_equal(mmk_pagetab_dirty_count(d->pt), d->ndirty);
 	for (size_t k = 0; k < DU; k++) {
@@ -564,6 +569,7 @@ static void test_differential(void **state)
 		}
 		/* target populations vary: dense and nearly empty phases */
 		size_t ops = mmk_test_n(60000, 5000);
+		size_t peak = 0;
 		for (size_t op = 0; op < ops; op++) {
 			size_t k = (size_t)(rng_next(&d->rng) % DU);
 			uint64_t what = rng_next(&d->rng) % 1000;
@@ -610,6 +616,17 @@ static void test_differential(void **state)
 				mmk_pagetab_clear_all_dirty(d->pt);
 				memset(d->dirty, 0, sizeof(d->dirty));
 				d->ndirty = 0;
+			} else if (what < 996) {
+				/* every entry dirty: every block listed */
+				for (size_t o = 0; o < DU; o++) {
+					if (!d->present[o])
+						continue;
+					assert_int_equal(mmk_pagetab_mark_dirty(d->pt, d->key[o]), 0);
+					if (!d->dirty[o]) {
+						d->dirty[o] = 1;
+						d->ndirty++;
+					}
+				}
 			} else if (what < 997) {
 				assert_int_equal(mmk_pagetab_reserve(d->pt, d->count + (size_t)(rng_next(&d->rng) % 2000)), 0);
 			} else {
@@ -617,6 +634,12 @@ static void test_differential(void **state)
 			}
 			assert_int_equal(mmk_pagetab_count(d->pt), d->count);
 			assert_int_equal(mmk_pagetab_dirty_count(d->pt), d->ndirty);
+			if (d->count > peak) { /* at each new peak: load bound */
+				peak = d->count;
+				mmk_pagetab_stats st;
+				assert_int_equal(mmk_pagetab_stats_get(d->pt, &st), 0);
+				assert_true(st.count * 20 <= st.slots * 17);
+			}
 		}
 		diff_check_all(d);
 		mmk_pagetab_clear_all_dirty(d->pt);

@@ -48,7 +48,9 @@ export MMKIT_TOOL=/mmk/bin/mmkit
 # hooks, which live-patches __schedule (int3 + text_poke); under QEMU's
 # software emulation (TCG) the other vCPU can still execute the int3 after
 # the patch and the guest panics ("Oops: int3" in __schedule, seen on 6.12).
-# The tests then check the schedstat rule only (they say so).
+# The tests then check the schedstat rule only (they say so).  Any task-bound
+# perf event does it (the feature probe's disabled counter too: a 6.12 guest
+# panicked once in `mmkit features`), so the probe honours the variable as well.
 export MMK_PROF_NO_PERF=1
 mkdir -p /tmp/root /tmp/user
 chown 1000:1000 /tmp/user

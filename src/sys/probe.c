@@ -125,8 +125,20 @@ static bool probe_soft_dirty(void)
 	return WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
+/* MMK_PROF_NO_PERF in the environment: no perf event is opened at all, not
+ * even this probe's (a task-bound event enables the scheduler's perf hooks
+ * by live-patching __schedule, which panicked kernels under QEMU's software
+ * emulation; see scripts/kernels/guest-init.sh). */
+static bool perf_refused(void)
+{
+	const char *e = getenv("MMK_PROF_NO_PERF");
+	return e && *e;
+}
+
 static bool probe_perf(void)
 {
+	if (perf_refused())
+		return false;
 	int fd = mmk__perf_open_sw(PERF_COUNT_SW_PAGE_FAULTS_MIN, 0, MMK__PERF_DISABLED);
 	if (fd < 0)
 		return false;
@@ -297,7 +309,8 @@ bool mmk_features_line(size_t idx, mmk_feature_line *out)
 			"shmem THP or 4 KiB pages (admin: sysctl vm.nr_hugepages=N)" };
 		return true;
 	case 13:
-		snprintf(val, sizeof val, "paranoid=%d", f->perf_paranoid);
+		snprintf(val, sizeof val, "paranoid=%d%s", f->perf_paranoid,
+			 perf_refused() ? ", not probed: MMK_PROF_NO_PERF set" : "");
 		*out = (mmk_feature_line){ "perf_events", f->perf_events, val,
 			"profiler fault/CPU counters read as one perf group",
 			"/proc/PID/stat via kept descriptors (~0.85 us per sample)" };

@@ -47,7 +47,9 @@ typedef struct mmk_features {
 	long hugetlb_free;
 
 	/* profiling */
-	bool perf_events;         /* perf_event_open of a software counter on self */
+	bool perf_events;         /* perf_event_open of a software counter on self
+	                           * (false, not tried, when MMK_PROF_NO_PERF is set
+	                           * in the environment) */
 	int perf_paranoid;        /* /proc/sys/kernel/perf_event_paranoid, -99 unknown */
 	bool pidfd;               /* pidfd_open (5.3+) */
 	long clk_tck;             /* sysconf(_SC_CLK_TCK) */

@@ -252,9 +252,23 @@ static void cpu_jiffies(unsigned long long *busy, unsigned long long *total)
 }
 
 /* ---- 1. per-sample cost ------------------------------------------------------------- */
-static long perf_open(struct perf_event_attr *a, pid_t pid, int group)
+/* The counter group mmkit's sampler reads (minor, major faults, task
+ * clock; user mode) on pid: the leader's descriptor, or -1. */
+static int perf_group(pid_t pid)
 {
-	return syscall(SYS_perf_event_open, a, pid, -1, group, 0);
+	static const uint64_t cfg[3] = { PERF_COUNT_SW_PAGE_FAULTS_MIN, PERF_COUNT_SW_PAGE_FAULTS_MAJ,
+					 PERF_COUNT_SW_TASK_CLOCK };
+	int g = -1;
+	for (int i = 0; i < 3; i++) {
+		struct perf_event_attr a = { .type = PERF_TYPE_SOFTWARE, .size = sizeof a, .config = cfg[i],
+					     .exclude_kernel = 1, .read_format = PERF_FORMAT_GROUP };
+		int fd = (int)syscall(SYS_perf_event_open, &a, pid, -1, g, 0);
+		if (fd < 0)
+			return -1;
+		if (i == 0)
+			g = fd;
+	}
+	return g;
 }
 
 static void bench_sources(void)
@@ -290,19 +304,12 @@ static void bench_sources(void)
 		close(fd);
 	}
 	r[2] = (now_s() - t0) / (iters / 4) * 1e9;
-	struct perf_event_attr a = { .type = PERF_TYPE_SOFTWARE, .size = sizeof a,
-				     .config = PERF_COUNT_SW_PAGE_FAULTS_MIN,
-				     .read_format = PERF_FORMAT_GROUP, .exclude_kernel = 0 };
-	long g = perf_open(&a, t, -1);
+	int g = perf_group(t);
 	if (g >= 0) {
-		a.config = PERF_COUNT_SW_PAGE_FAULTS_MAJ;
-		perf_open(&a, t, (int)g);
-		a.config = PERF_COUNT_SW_TASK_CLOCK;
-		perf_open(&a, t, (int)g);
 		uint64_t v[8];
 		t0 = now_s();
 		for (int i = 0; i < iters; i++)
-			if (read((int)g, v, sizeof v) < 0)
+			if (read(g, v, sizeof v) < 0)
 				break;
 		r[3] = (now_s() - t0) / iters * 1e9;
 	}
@@ -330,18 +337,9 @@ static pid_t floor_reader(const pid_t *v, int n, double rate)
 		return c;
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	int *g = calloc((size_t)n, sizeof *g);
-	for (int i = 0; i < n; i++) {
-		struct perf_event_attr a = { .type = PERF_TYPE_SOFTWARE, .size = sizeof a,
-					     .config = PERF_COUNT_SW_PAGE_FAULTS_MIN, .exclude_kernel = 1,
-					     .read_format = PERF_FORMAT_GROUP };
-		g[i] = (int)perf_open(&a, v[i], -1);
-		if (g[i] < 0)
+	for (int i = 0; i < n; i++)
+		if ((g[i] = perf_group(v[i])) < 0)
 			_exit(1);
-		a.config = PERF_COUNT_SW_PAGE_FAULTS_MAJ;
-		perf_open(&a, v[i], g[i]);
-		a.config = PERF_COUNT_SW_TASK_CLOCK;
-		perf_open(&a, v[i], g[i]);
-	}
 	int tfd = timerfd_create(CLOCK_MONOTONIC, 0);
 	long ns = (long)(1e9 / rate);
 	struct itimerspec its = { { ns / 1000000000L, ns % 1000000000L }, { ns / 1000000000L, ns % 1000000000L } };

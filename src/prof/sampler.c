@@ -76,7 +76,6 @@
 #include <string.h>
 #include <linux/perf_event.h>
 #include <sys/epoll.h>
-#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -423,12 +422,6 @@ static void cnt_open(mmk_prof_sampler *s, target *t)
 		t->cnt_threads = false;
 		err = mmk__perf_open_counters(t->pid, cnt_configs, NCNT, t->cfd, 0);
 	}
-	/* siblings that join a group already counting on a running target
-	 * count only from its next context switch (measured on 6.18: its
-	 * faults for up to a scheduler tick, while the task clock counts):
-	 * schedule the whole group in again */
-	if (err == 0 && (ioctl(t->cfd[0], PERF_EVENT_IOC_DISABLE, 0) < 0 || ioctl(t->cfd[0], PERF_EVENT_IOC_ENABLE, 0) < 0))
-		err = -errno;
 	if (err == 0 && mmk__perf_read_counters(t->cfd[0], t->c_last, NCNT) < 0)
 		err = -ESRCH;
 	/* a thread created between the caller's stat read and the open
@@ -975,15 +968,6 @@ int mmk_prof_sampler_tick(mmk_prof_sampler *s, uint64_t tick)
 	uint64_t now = mmk_prof_now_ns();
 	for (size_t i = 0; i < s->n; i++) {
 		target *t = &s->t[i];
-		/* a sample is mostly cache misses after a period of other
-		 * processes running: start the next targets' early */
-		if (i + 2 < s->n) {
-			const char *p = (const char *)&s->t[i + 2];
-			for (size_t off = 0; off < sizeof *t; off += 64)
-				__builtin_prefetch(p + off);
-		}
-		if (i + 1 < s->n && s->t[i + 1].pm)
-			__builtin_prefetch(&s->t[i + 1].pm->data_head);
 		int gone = sample_one(s, t, tick, now);
 		emit(s, &t->rec);
 		n++;
